@@ -1,0 +1,258 @@
+"""The ``genlab`` command line: demo, run, report, list, export.
+
+Bad input of any kind ends with one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from .errors import GenlabError
+
+DEMO = {
+    # Small and offline: scikit-learn's 8x8 digits ship with a dependency. The larger learning
+    # rate and slower decay stand in for the paper's many steps per epoch on CIFAR10's 50k images.
+    "dataset": "digits", "models": ["mlp1x512"], "lr": 0.05, "lr_decay": 0.97,
+    "batch_size": 32, "epochs": 300,
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, exit 2 (argparse prints usage too)
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _csv(kind: Callable[[str], Any], what: str) -> Callable[[str], list]:
+    def parse(text: str) -> list:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"empty list of {what}")
+        try:
+            return [kind(t) for t in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad list of {what}: {text!r}") from None
+
+    return parse
+
+
+def _int_at_least(lo: int, what: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"{what} must be >= {lo}, got {v}")
+        return v
+
+    return parse
+
+
+def _positive_float(what: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
+        if not v > 0:
+            raise argparse.ArgumentTypeError(f"{what} must be > 0, got {v}")
+        return v
+
+    return parse
+
+
+def _nonneg_float(what: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
+        if not v >= 0:
+            raise argparse.ArgumentTypeError(f"{what} must be >= 0, got {v}")
+        return v
+
+    return parse
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="training device (auto: CUDA when available)")
+    p.add_argument("--data-dir", help="folder holding the data sets (default: $GENLAB_DATA)")
+    p.add_argument("--download", action="store_true",
+                   help="download a missing data set with torchvision (needs the network)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="genlab", description="Randomization tests, capacity measures and "
+                     "bounds for 'Understanding deep learning requires rethinking "
+                     "generalization'.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    d = sub.add_parser("demo", help="run Figure 1 on scikit-learn's digits (offline, ~1 min)",
+                       description="Figure 1 on scikit-learn's 8x8 digits with MLP 1x512: "
+                       "true, corrupted and random labels, shuffled and random pixels, Gaussian "
+                       "inputs. Offline, CPU, about a minute; writes report.html.")
+    d.add_argument("--out", default="genlab-demo", help="output folder (default: genlab-demo)")
+    _add_common(d)
+
+    r = sub.add_parser("run", help="run an experiment (genlab list shows them)",
+                       description="Run an experiment's grid into a results folder. Finished "
+                       "runs in --out are skipped and interrupted ones resumed.")
+    r.add_argument("experiment", help="experiment name, e.g. figure1 or grid")
+    r.add_argument("--dataset", help="data set name (genlab list datasets)")
+    r.add_argument("--model", dest="models", type=_csv(str, "models"),
+                   help="model(s), comma-separated: registry names, mlp:WxW, or "
+                   "package.module:factory")
+    r.add_argument("--conditions", type=_csv(str, "conditions"),
+                   help="conditions, comma-separated: true, random-labels, shuffled-pixels, "
+                   "random-pixels, gaussian, corrupt:p")
+    r.add_argument("--corruptions", type=_csv(float, "corruption levels"),
+                   help="label-corruption levels p in [0,1], comma-separated")
+    r.add_argument("--seeds", type=_csv(int, "seeds"), help="seeds, comma-separated")
+    r.add_argument("--train-size", type=_int_at_least(0, "--train-size"),
+                   help="training examples, stratified subset (0: all)")
+    r.add_argument("--test-size", type=_int_at_least(0, "--test-size"),
+                   help="test examples, stratified subset (0: all)")
+    r.add_argument("--epochs", type=_int_at_least(1, "--epochs"), help="maximum epochs")
+    r.add_argument("--max-steps", type=_int_at_least(0, "--max-steps"),
+                   help="maximum SGD steps (0: no limit)")
+    r.add_argument("--lr", type=_positive_float("--lr"), help="initial learning rate")
+    r.add_argument("--lr-decay", type=_positive_float("--lr-decay"),
+                   help="learning-rate factor per epoch (paper: 0.95)")
+    r.add_argument("--momentum", type=_nonneg_float("--momentum"), help="SGD momentum")
+    r.add_argument("--weight-decay", type=_nonneg_float("--weight-decay"), help="weight decay")
+    r.add_argument("--batch-size", type=_int_at_least(1, "--batch-size"), help="batch size")
+    r.add_argument("--target", dest="target_train_acc", type=_positive_float("--target"),
+                   help="stop when training accuracy reaches this (default 1.0)")
+    r.add_argument("--out", help="output folder (default: genlab-runs/EXPERIMENT)")
+    r.add_argument("--no-report", action="store_true", help="do not write report.html")
+    _add_common(r)
+
+    rep = sub.add_parser("report", help="write report.html for a results folder")
+    rep.add_argument("out", help="a results folder (the --out of genlab run)")
+
+    ls = sub.add_parser("list", help="list experiments, data sets, models and conditions")
+    ls.add_argument("what", nargs="?", choices=["experiments", "datasets", "models", "conditions"],
+                    help="only this kind")
+
+    ex = sub.add_parser("export", help="export runs and curves as csv, parquet or json")
+    ex.add_argument("out", help="a results folder")
+    ex.add_argument("--format", choices=["csv", "parquet", "json"], default="csv")
+    ex.add_argument("--dest", help="folder for the files (default: OUT/export)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except GenlabError as e:
+        print(f"genlab {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("genlab: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise GenlabError("--device cuda asked for, but CUDA is not available; use --device cpu")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .experiments import Options
+
+    keys = [f for f in Options.__dataclass_fields__ if f in vars(args)]
+    options = Options(**{k: getattr(args, k) for k in keys})
+    out = args.out or str(Path("genlab-runs") / args.experiment)
+    return _run(args.experiment, options, out, args, report=not args.no_report)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .experiments import Options
+
+    return _run("figure1", Options(**DEMO), args.out, args, report=True, demo=True)
+
+
+def _run(name: str, options, out: str, args: argparse.Namespace, *, report: bool,
+         demo: bool = False) -> int:
+    from .report import write_report
+    from .sweep import plan, run_plan
+
+    _check_device(args.device)
+    p = plan(name, options, data_dir=args.data_dir, download=args.download)
+    runs = run_plan(p, out, device=args.device, data_dir=args.data_dir, download=args.download,
+                    quiet=args.quiet)
+    _print_summary(p.experiment.summary(runs))
+    if report:
+        path = write_report(out)
+        print(f"report: {path}")
+    if demo:
+        _print_demo_verdict(runs)
+    return 0
+
+
+def _print_summary(df) -> None:
+    import pandas as pd
+
+    with pd.option_context("display.width", 160, "display.max_columns", 20,
+                           "display.float_format", "{:.3f}".format):
+        print(df.to_string(index=False))
+
+
+def _print_demo_verdict(runs) -> None:
+    rl = runs[runs["condition"] == "random-labels"]
+    tl = runs[runs["condition"] == "true"]
+    if rl.empty or tl.empty:
+        return
+    k = int(rl["num_classes"].iloc[0]) if "num_classes" in rl else 10
+    print(f"\nrandom labels: train accuracy {rl['train_acc'].mean():.3f}, test accuracy "
+          f"{rl['test_acc'].mean():.3f} (chance {1 / k:.3f}); true labels: test accuracy "
+          f"{tl['test_acc'].mean():.3f}")
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    print(f"report: {write_report(args.out)}")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from .conditions import list_conditions
+    from .datasets import list_datasets
+    from .experiments import list_experiments
+    from .models import list_models
+
+    kinds = {"experiments": list_experiments, "datasets": list_datasets,
+             "models": list_models, "conditions": list_conditions}
+    for kind, lister in kinds.items():
+        if args.what in (None, kind):
+            print(f"{kind}:")
+            for name, desc in lister().items():
+                print(f"  {name:24s} {desc}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .results import export
+
+    for p in export(args.out, args.format, args.dest):
+        print(p)
+    return 0
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "demo": _cmd_demo, "run": _cmd_run, "report": _cmd_report, "list": _cmd_list,
+    "export": _cmd_export,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""``report.html``: one self-contained page (figures embedded) per results folder.
+
+Each experiment recorded in the store contributes a section built by its own ``report``
+function: figures (also saved as PNG and SVG beside the page), the paper's claims beside the
+measured values, and tables.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from .experiments import Section, get_experiment
+from .results import load
+from .store import Store
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:.5em 0 1.5em}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
+th{background:#f3f3f3} td.l,th.l{text-align:left}
+.yes{color:#0a0;font-weight:bold}.no{color:#c00;font-weight:bold}
+figure{display:inline-block;margin:0 1em 1em 0} figcaption{font-size:13px;color:#555}
+img{max-width:100%} code,pre{background:#f6f6f6;padding:2px 4px}
+"""
+
+
+def write_report(out: str | Path) -> Path:
+    """Write ``out/report.html`` (and figures in ``out/figures``) for the store at ``out``."""
+    store = Store.open(out)
+    out = Path(out)
+    figdir = out / "figures"
+    parts = [f"<h1>genlab report</h1><p>Results folder: <code>{html.escape(str(out))}</code></p>"]
+    experiments = store.experiments()
+    for name, args in experiments.items():
+        runs = load(out, name)
+        curves = load(out, name, curves=True)
+        sec = get_experiment(name).report(runs, curves, figdir)
+        parts.append(_section_html(sec, name, args, runs))
+    if not experiments:
+        runs = load(out)
+        parts.append(_section_html(Section("Runs"), "runs", {}, runs))
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>genlab report</title>"
+            f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
+    path = out / "report.html"
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def _section_html(sec: Section, name: str, args: dict, runs: pd.DataFrame) -> str:
+    h = [f"<h2>{html.escape(sec.title)}</h2>"]
+    if args:
+        shown = {k: v for k, v in args.items() if v is not None}
+        h.append(f"<p>Experiment <code>{name}</code> with "
+                 f"<code>{html.escape(json.dumps(shown))}</code></p>")
+    for f in sec.figures:
+        data = base64.b64encode(Path(f.png).read_bytes()).decode()
+        h.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(f.caption)}'>"
+                 f"<figcaption>{html.escape(f.caption)} ({Path(f.png).name}, "
+                 f"{Path(f.svg).name})</figcaption></figure>")
+    if sec.claims:
+        h.append("<h3>The paper's claims beside genlab's measurements</h3><table><tr>"
+                 "<th class=l>claim</th><th class=l>paper</th><th class=l>genlab</th>"
+                 "<th>agrees</th></tr>")
+        for c in sec.claims:
+            mark = {True: "<span class=yes>yes</span>", False: "<span class=no>no</span>",
+                    None: "n/a"}[c.agrees]
+            h.append(f"<tr><td class=l>{html.escape(c.claim)}</td>"
+                     f"<td class=l>{html.escape(c.paper)}</td>"
+                     f"<td class=l>{html.escape(c.measured)}</td><td>{mark}</td></tr>")
+        h.append("</table>")
+    for caption, table in sec.tables:
+        h.append(f"<h3>{html.escape(caption)}</h3>{_table(table)}")
+    for note in sec.notes:
+        h.append(f"<p>{html.escape(note)}</p>")
+    if len(runs):
+        h.append("<h3>Reproducing these runs</h3>" + _provenance(runs))
+    return "\n".join(h)
+
+
+def _table(df: pd.DataFrame) -> str:
+    return df.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-",
+                      classes="runs", border=0)
+
+
+def _provenance(runs: pd.DataFrame) -> str:
+    keys = ["hash", "dataset", "model", "condition", "seed", "train_size", "test_size", "lr",
+            "momentum", "lr_decay", "weight_decay", "batch_size", "max_epochs", "device",
+            "versions"]
+    df = runs[[k for k in keys if k in runs]]
+    return ("<p>Each run is fixed by its spec (below) and seed; <code>genlab export</code> "
+            "writes the full specs.</p>" + _table(df))

@@ -1,0 +1,80 @@
+"""Results as pandas DataFrames: ``load(out)`` and ``export(out, format)``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from .conditions import corruption_level
+from .errors import GenlabError
+from .spec import RunSpec
+from .store import Store
+
+#: Recipe fields renamed when flattened, where they would clash with a result column.
+_RENAMED = {"epochs": "max_epochs"}
+EXPORT_FORMATS = ("csv", "parquet", "json")
+
+
+def runs_frame(rows: list[dict]) -> pd.DataFrame:
+    """Flatten store rows: one column per spec field (recipe fields inline) and per result."""
+    out = []
+    for r in rows:
+        spec = RunSpec.from_dict(json.loads(r["spec"]))
+        flat = {"hash": r["hash"], "dataset": spec.dataset, "model": spec.model,
+                "condition": spec.condition, "corruption": corruption_level(spec.condition),
+                "seed": spec.seed, "train_size": spec.train_size, "test_size": spec.test_size}
+        for k, v in spec.to_dict()["recipe"].items():
+            flat[_RENAMED.get(k, k)] = v
+        for k, v in r.items():
+            if k not in ("hash", "spec", "extra", "owner", "heartbeat"):
+                flat[k] = v
+        flat.update(json.loads(r.get("extra") or "{}"))
+        flat["spec"] = r["spec"]
+        out.append(flat)
+    return pd.DataFrame(out)
+
+
+def load(out: str | Path, experiment: str | None = None, *, curves: bool = False
+         ) -> pd.DataFrame:
+    """Runs in results folder ``out`` as a DataFrame (one row per run), or their curves.
+
+    ``experiment`` restricts to the runs one experiment asked for. With ``curves=True`` the
+    frame has one row per evaluation (columns hash, step, epoch, lr, train/test loss and
+    accuracy, seconds) joined with each run's dataset, model, condition and seed.
+    """
+    store = Store.open(out)
+    runs = runs_frame(store.runs(experiment))
+    if not curves:
+        return runs
+    c = pd.DataFrame(store.curves(list(runs["hash"]) if len(runs) else []))
+    if c.empty:
+        return c
+    keys = ["hash", "dataset", "model", "condition", "corruption", "seed"]
+    return c.merge(runs[keys], on="hash", how="left")
+
+
+def export(out: str | Path, fmt: str, dest: str | Path | None = None) -> list[Path]:
+    """Write ``runs.<fmt>`` and ``curves.<fmt>`` for the folder ``out``; returns the paths."""
+    if fmt not in EXPORT_FORMATS:
+        raise GenlabError(
+            f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    runs = load(out)
+    curves = load(out, curves=True)
+    dest = Path(dest) if dest else Path(out) / "export"
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise GenlabError(f"cannot create export folder {dest}: {e.strerror or e}") from None
+    paths = []
+    for name, df in (("runs", runs), ("curves", curves)):
+        p = dest / f"{name}.{fmt}"
+        if fmt == "csv":
+            df.to_csv(p, index=False)
+        elif fmt == "parquet":
+            df.to_parquet(p, index=False)
+        else:
+            df.to_json(p, orient="records", indent=1)
+        paths.append(p)
+    return paths

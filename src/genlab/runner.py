@@ -1,0 +1,186 @@
+"""Carry one run spec through the pipeline: data -> condition -> model -> train -> store.
+
+Checkpoints are safetensors files (tensors plus a JSON string of the training state), written
+atomically at epoch ends, so a killed process loses at most the epochs since the last one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from . import __version__
+from .conditions import ConditionInfo, apply_condition
+from .datasets import Dataset, load_dataset
+from .models import build_model, count_parameters
+from .spec import RunSpec
+from .store import Store
+from .train import TrainState, resolve_device, train
+
+
+@dataclass
+class Prepared:
+    """A run's inputs, ready for the trainer (tensors on the training device, normalised)."""
+
+    spec: RunSpec
+    data: Dataset
+    info: ConditionInfo
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+def prepare(spec: RunSpec, device: torch.device | str = "cpu", *,
+            data_dir: str | Path | None = None, download: bool = False) -> Prepared:
+    """Load the spec's data subset, apply its condition, normalise per channel, move to device.
+
+    Normalisation uses the clean training subset's per-channel mean and std, computed before
+    the condition, so every condition sees the same input scaling.
+    """
+    data = load_dataset(spec.dataset, data_dir=data_dir, train_size=spec.train_size,
+                        test_size=spec.test_size, seed=spec.seed, download=download)
+    randomized, info = apply_condition(data, spec.condition, spec.seed)
+    mean = torch.tensor(data.mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(data.std, dtype=torch.float32).clamp_min(1e-6).view(1, -1, 1, 1)
+    device = torch.device(device)
+
+    def norm(x: torch.Tensor) -> torch.Tensor:
+        return ((x - mean) / std).to(device).contiguous()
+
+    return Prepared(spec, randomized, info, norm(randomized.x_train),
+                    randomized.y_train.to(device), norm(randomized.x_test),
+                    randomized.y_test.to(device))
+
+
+def versions() -> dict[str, str]:
+    """Versions of everything that can change a run's numbers."""
+    return {"genlab": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def execute(spec: RunSpec, store: Store, *, device: str = "auto",
+            data_dir: str | Path | None = None, download: bool = False, progress: bool = False,
+            checkpoint_every_s: float = 30.0, retry_failed: bool = False) -> bool:
+    """Train ``spec`` into ``store`` unless it is finished or taken; resume from a checkpoint.
+
+    Returns True if this call trained (or finished) the run, False if it was skipped.
+    """
+    run_hash = spec.hash
+    if not store.claim(run_hash, spec.to_json(), retry_failed=retry_failed):
+        return False
+    try:
+        _execute_claimed(spec, store, resolve_device(device), data_dir, download, progress,
+                         checkpoint_every_s)
+    except KeyboardInterrupt:
+        store.release(run_hash)
+        raise
+    except Exception as e:
+        store.fail(run_hash, f"{type(e).__name__}: {e}")
+        raise
+    return True
+
+
+def _execute_claimed(spec: RunSpec, store: Store, device: torch.device,
+                     data_dir: str | Path | None, download: bool, progress: bool,
+                     checkpoint_every_s: float) -> None:
+    run_hash = spec.hash
+    prep = prepare(spec, device, data_dir=data_dir, download=download)
+    torch.manual_seed(spec.seed)
+    model = build_model(spec.model, prep.data.input_shape, prep.data.num_classes).to(device)
+    state, opt_state, gen_state = None, None, None
+    ckpt = store.checkpoint_path(run_hash)
+    if ckpt.exists():
+        loaded = load_checkpoint(ckpt, model)
+        if loaded is not None:
+            state, opt_state, gen_state = loaded
+    last_save = [time.monotonic()]
+
+    def on_epoch(model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator,
+                 st: TrainState) -> None:
+        if time.monotonic() - last_save[0] >= checkpoint_every_s:
+            save_checkpoint(ckpt, model, opt, gen, st)
+            store.heartbeat(run_hash)
+            last_save[0] = time.monotonic()
+
+    result = train(model, prep.x_train, prep.y_train, prep.x_test, prep.y_test, spec.recipe,
+                   seed=spec.seed, state=state, optimizer_state=opt_state,
+                   generator_state=gen_state, checkpoint=on_epoch, progress=progress,
+                   label=f"{spec.model} {spec.condition}")
+    st = result.state
+    metrics: dict[str, Any] = {
+        **{k: result.final.get(k) for k in ("train_acc", "test_acc", "train_loss", "test_loss")},
+        "best_test_acc": max((h["test_acc"] for h in st.history), default=None),
+        "steps": st.step, "epochs": st.epoch, "steps_to_fit": st.steps_to_fit,
+        "labels_changed": prep.info.labels_changed, "n_train": len(prep.y_train),
+        "n_test": len(prep.y_test), "n_params": count_parameters(model),
+    }
+    extra = {"input_shape": list(prep.data.input_shape), "num_classes": prep.data.num_classes,
+             "source": prep.data.source, "preprocessing": "per-channel normalization",
+             "condition": prep.info.condition}
+    store.finish(run_hash, status=result.status, reason=result.reason, metrics=metrics,
+                 curves=st.history, device=str(device), versions=versions(),
+                 wall_time_s=st.elapsed, extra=extra)
+    ckpt.unlink(missing_ok=True)
+
+
+def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
+                    gen: torch.Generator, state: TrainState) -> None:
+    """Write model, optimizer buffers, RNG state and training state; atomic via rename."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt_sd = opt.state_dict()
+    for i, s in opt_sd["state"].items():
+        for k, v in s.items():
+            if torch.is_tensor(v):
+                tensors[f"opt.{i}.{k}"] = v.detach().cpu().contiguous()
+    tensors["rng.state"] = gen.get_state().cpu()
+    meta = {
+        "state": json.dumps({"epoch": state.epoch, "step": state.step, "history": state.history,
+                             "steps_to_fit": state.steps_to_fit, "elapsed": state.elapsed}),
+        "param_groups": json.dumps(opt_sd["param_groups"]),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, model: nn.Module
+                    ) -> tuple[TrainState, dict[str, Any], torch.Tensor] | None:
+    """Restore ``model`` in place from a checkpoint; return (state, optimizer state, rng state).
+
+    A checkpoint that cannot be read (e.g. from a different genlab version) is ignored, and the
+    run starts over: it is only ever a cache of progress.
+    """
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+        device = next(model.parameters()).device
+        sd = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        model.load_state_dict(sd)
+        opt_state: dict[int, dict[str, torch.Tensor]] = {}
+        for k, v in tensors.items():
+            if k.startswith("opt."):
+                _, i, name = k.split(".", 2)
+                opt_state.setdefault(int(i), {})[name] = v.to(device)
+        s = json.loads(meta["state"])
+        state = TrainState(epoch=s["epoch"], step=s["step"], history=s["history"],
+                           steps_to_fit=s["steps_to_fit"], elapsed=s["elapsed"])
+        optimizer = {"state": opt_state, "param_groups": json.loads(meta["param_groups"])}
+        return state, optimizer, tensors["rng.state"]
+    except (SafetensorError, KeyError, ValueError, RuntimeError, OSError):
+        return None

@@ -1,0 +1,109 @@
+"""Run specifications: everything that determines a training run, and its stable hash.
+
+A :class:`RunSpec` is plain data. Two specs with the same fields are the same run, whatever
+experiment asked for them, so a results store can skip what it already holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import GenlabError
+
+#: Bumped when the meaning of a field changes, so old results never pass for new ones.
+SPEC_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a network is trained (SGD with momentum, the paper's per-epoch decay).
+
+    lr: initial learning rate; lr_decay: factor applied after every epoch (paper: 0.95);
+    epochs / max_steps: whichever limit comes first ends the run (max_steps 0 = no limit);
+    target_train_acc: stop at the first evaluation whose training accuracy reaches it (in [0, 1]);
+    eval_every: evaluate train and test sets every this many epochs.
+    """
+
+    lr: float = 0.01
+    momentum: float = 0.9
+    lr_decay: float = 0.95
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    epochs: int = 100
+    max_steps: int = 0
+    target_train_acc: float = 1.0
+    eval_every: int = 1
+
+    def validate(self) -> None:
+        checks = [
+            (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
+            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
+            (0 < self.lr_decay <= 1, f"lr decay must be in (0, 1], got {self.lr_decay}"),
+            (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
+            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
+            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
+            (self.max_steps >= 0, f"--max-steps must be >= 0, got {self.max_steps}"),
+            (0 < self.target_train_acc <= 1,
+             f"target train accuracy must be in (0, 1], got {self.target_train_acc}"),
+            (self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise GenlabError(msg)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run: data set, subset, randomization condition, model, recipe and seed.
+
+    train_size / test_size: 0 means the whole split. The seed fixes the subset, the condition's
+    randomness, the initialization and the batch order.
+    """
+
+    dataset: str
+    model: str
+    condition: str = "true"
+    train_size: int = 0
+    test_size: int = 0
+    seed: int = 0
+    recipe: Recipe = field(default_factory=Recipe)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["spec_version"] = SPEC_VERSION
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunSpec:
+        d = dict(d)
+        d.pop("spec_version", None)
+        recipe = Recipe(**d.pop("recipe", {}))
+        return cls(recipe=recipe, **d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def hash(self) -> str:
+        """A stable 16-hex-digit id: the same spec gives the same hash in every process."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+    def replace(self, **changes: Any) -> RunSpec:
+        recipe_fields = {f.name for f in dataclasses.fields(Recipe)}
+        rc = {k: v for k, v in changes.items() if k in recipe_fields}
+        rest = {k: v for k, v in changes.items() if k not in recipe_fields}
+        recipe = dataclasses.replace(self.recipe, **rc) if rc else self.recipe
+        return dataclasses.replace(self, recipe=recipe, **rest)
+
+    def validate(self) -> None:
+        if self.train_size < 0:
+            raise GenlabError(f"--train-size must be >= 0 (0 = whole split), got {self.train_size}")
+        if self.test_size < 0:
+            raise GenlabError(f"--test-size must be >= 0 (0 = whole split), got {self.test_size}")
+        if self.seed < 0:
+            raise GenlabError(f"--seeds must be >= 0, got {self.seed}")
+        self.recipe.validate()

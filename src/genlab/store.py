@@ -1,0 +1,270 @@
+"""The results store: one SQLite file per output folder, safe against crashes and concurrency.
+
+Tables: ``runs`` (one row per run spec hash: spec, status, final metrics, timings, versions),
+``curves`` (one row per evaluation of a run), ``experiments`` and ``experiment_runs`` (which
+runs an experiment invocation asked for). SQLite in WAL mode makes every commit atomic and
+durable against a killed process, and serialises writers from several processes; a run's
+result and its curves are written in one transaction, so a run is either fully there or absent.
+Training checkpoints live beside the database in ``checkpoints/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .errors import GenlabError
+
+DB_NAME = "genlab.sqlite"
+STORE_VERSION = 1
+#: A claimed run whose owner has not written a heartbeat for this long is taken over.
+STALE_AFTER_S = 600.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    hash TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    status TEXT NOT NULL,          -- running | done | diverged | error
+    reason TEXT,
+    owner TEXT, heartbeat REAL,
+    started REAL, finished REAL, wall_time_s REAL,
+    device TEXT, versions TEXT,
+    train_acc REAL, test_acc REAL, train_loss REAL, test_loss REAL,
+    best_test_acc REAL,
+    steps INTEGER, epochs INTEGER, steps_to_fit INTEGER,
+    labels_changed INTEGER, n_train INTEGER, n_test INTEGER, n_params INTEGER,
+    extra TEXT
+);
+CREATE TABLE IF NOT EXISTS curves (
+    hash TEXT NOT NULL, step INTEGER NOT NULL, epoch INTEGER, lr REAL,
+    train_loss REAL, train_acc REAL, test_loss REAL, test_acc REAL,
+    running_loss REAL, seconds REAL,
+    PRIMARY KEY (hash, step)
+);
+CREATE TABLE IF NOT EXISTS experiments (
+    name TEXT PRIMARY KEY, args TEXT NOT NULL, updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS experiment_runs (
+    experiment TEXT NOT NULL, hash TEXT NOT NULL, PRIMARY KEY (experiment, hash)
+);
+"""
+
+RESULT_COLUMNS = (
+    "train_acc", "test_acc", "train_loss", "test_loss", "best_test_acc", "steps", "epochs",
+    "steps_to_fit", "labels_changed", "n_train", "n_test", "n_params",
+)
+CURVE_COLUMNS = ("step", "epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
+                 "running_loss", "seconds")
+
+
+def owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Store:
+    """A results folder. ``Store.create(out)`` makes one; ``Store.open(out)`` requires one."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.path = root / DB_NAME
+        self.checkpoints = root / "checkpoints"
+
+    # -- opening ------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, root: str | Path) -> Store:
+        """Open ``root`` as a store, creating the folder and database if needed."""
+        root = Path(root)
+        if root.exists() and not root.is_dir():
+            raise GenlabError(
+                f"output path {root} exists and is not a folder; choose another --out")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            probe = root / f".write-test-{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise GenlabError(
+                f"cannot write to output folder {root}: {e.strerror or e}; choose a writable --out"
+            ) from None
+        store = cls(root)
+        if store.path.exists():
+            store._check_readable()
+        with store._connect() as db:
+            db.executescript(_SCHEMA)
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('store_version', ?)",
+                       (str(STORE_VERSION),))
+        return store
+
+    @classmethod
+    def open(cls, root: str | Path) -> Store:
+        """Open an existing genlab results folder, or raise a one-line error."""
+        root = Path(root)
+        store = cls(root)
+        if not root.is_dir():
+            raise GenlabError(f"{root} is not a folder; pass a genlab output folder (--out of run)")
+        if not store.path.is_file():
+            raise GenlabError(
+                f"{root} is not a genlab results folder (no {DB_NAME}); pass the --out of a run"
+            )
+        store._check_readable()
+        return store
+
+    def _check_readable(self) -> None:
+        try:
+            with self._connect() as db:
+                db.execute("SELECT value FROM meta WHERE key='store_version'").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise GenlabError(f"{self.path} is not a readable genlab store ({e})") from None
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=60000")
+        return db
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        # BEGIN IMMEDIATE takes the write lock up front, so read-then-write is atomic across
+        # processes (the claim of a run cannot be raced).
+        db = self._connect()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        finally:
+            db.close()
+
+    # -- experiments --------------------------------------------------------------------------
+    def record_experiment(self, name: str, args: dict[str, Any], hashes: list[str]) -> None:
+        """Remember that experiment ``name`` (with ``args``) consists of the runs ``hashes``."""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO experiments VALUES (?, ?, ?)",
+                       (name, json.dumps(args, sort_keys=True), time.time()))
+            db.execute("DELETE FROM experiment_runs WHERE experiment = ?", (name,))
+            db.executemany("INSERT INTO experiment_runs VALUES (?, ?)",
+                           [(name, h) for h in hashes])
+
+    def experiments(self) -> dict[str, dict[str, Any]]:
+        with self._connect() as db:
+            rows = db.execute("SELECT name, args FROM experiments ORDER BY updated").fetchall()
+        return {name: json.loads(args) for name, args in rows}
+
+    # -- runs ---------------------------------------------------------------------------------
+    def status(self, run_hash: str) -> str | None:
+        with self._connect() as db:
+            row = db.execute("SELECT status FROM runs WHERE hash = ?", (run_hash,)).fetchone()
+        return row[0] if row else None
+
+    def claim(self, run_hash: str, spec_json: str, *, retry_failed: bool = False) -> bool:
+        """Atomically take a run to train. False if it is finished or another live process has it.
+
+        A run marked ``running`` by a process that no longer exists (same host) or has not
+        written a heartbeat for ``STALE_AFTER_S`` is taken over: that is how a killed sweep
+        resumes.
+        """
+        now = time.time()
+        me = owner_id()
+        with self._tx() as db:
+            row = db.execute("SELECT status, owner, heartbeat FROM runs WHERE hash = ?",
+                             (run_hash,)).fetchone()
+            if row is not None:
+                status, owner, beat = row
+                if status == "done" or (status == "diverged" and not retry_failed):
+                    return False
+                if status == "running" and owner != me and _alive(owner, beat, now):
+                    return False
+            db.execute(
+                "INSERT INTO runs (hash, spec, status, owner, heartbeat, started) "
+                "VALUES (?, ?, 'running', ?, ?, ?) ON CONFLICT(hash) DO UPDATE SET "
+                "status='running', reason=NULL, owner=excluded.owner, "
+                "heartbeat=excluded.heartbeat, started=excluded.started",
+                (run_hash, spec_json, me, now, now),
+            )
+        return True
+
+    def heartbeat(self, run_hash: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE runs SET heartbeat = ? WHERE hash = ? AND owner = ?",
+                       (time.time(), run_hash, owner_id()))
+
+    def finish(self, run_hash: str, *, status: str, reason: str, metrics: dict[str, Any],
+               curves: list[dict[str, float]], device: str, versions: dict[str, str],
+               wall_time_s: float, extra: dict[str, Any] | None = None) -> None:
+        """Write a run's result and all its curves in one transaction."""
+        cols = [c for c in RESULT_COLUMNS if c in metrics]
+        sets = ", ".join(f"{c} = ?" for c in cols)
+        with self._tx() as db:
+            db.execute(
+                f"UPDATE runs SET status = ?, reason = ?, finished = ?, wall_time_s = ?, "
+                f"device = ?, versions = ?, extra = ?, owner = NULL{', ' if cols else ''}{sets} "
+                f"WHERE hash = ?",
+                (status, reason, time.time(), wall_time_s, device, json.dumps(versions),
+                 json.dumps(extra or {}), *[metrics[c] for c in cols], run_hash),
+            )
+            db.execute("DELETE FROM curves WHERE hash = ?", (run_hash,))
+            db.executemany(
+                f"INSERT OR REPLACE INTO curves (hash, {', '.join(CURVE_COLUMNS)}) "
+                f"VALUES (?, {', '.join('?' * len(CURVE_COLUMNS))})",
+                [(run_hash, *[row.get(c) for c in CURVE_COLUMNS]) for row in curves],
+            )
+
+    def fail(self, run_hash: str, reason: str) -> None:
+        """Mark a run as errored (it will be retried by the next sweep)."""
+        with self._tx() as db:
+            db.execute("UPDATE runs SET status = 'error', reason = ?, owner = NULL "
+                       "WHERE hash = ?", (reason, run_hash))
+
+    def release(self, run_hash: str) -> None:
+        """Give a claimed run back (e.g. on Ctrl-C) so the next sweep resumes it at once."""
+        with self._tx() as db:
+            db.execute("UPDATE runs SET status = 'error', reason = 'interrupted', owner = NULL "
+                       "WHERE hash = ? AND status = 'running'", (run_hash,))
+
+    # -- reading ------------------------------------------------------------------------------
+    def runs(self, experiment: str | None = None) -> list[dict[str, Any]]:
+        q = "SELECT * FROM runs"
+        args: tuple = ()
+        if experiment is not None:
+            q += " WHERE hash IN (SELECT hash FROM experiment_runs WHERE experiment = ?)"
+            args = (experiment,)
+        with self._connect() as db:
+            db.row_factory = sqlite3.Row
+            return [dict(r) for r in db.execute(q + " ORDER BY started", args)]
+
+    def curves(self, hashes: list[str] | None = None) -> list[dict[str, Any]]:
+        with self._connect() as db:
+            db.row_factory = sqlite3.Row
+            rows = [dict(r) for r in db.execute("SELECT * FROM curves ORDER BY hash, step")]
+        if hashes is not None:
+            keep = set(hashes)
+            rows = [r for r in rows if r["hash"] in keep]
+        return rows
+
+    def checkpoint_path(self, run_hash: str) -> Path:
+        return self.checkpoints / f"{run_hash}.safetensors"
+
+
+def _alive(owner: str | None, heartbeat: float | None, now: float) -> bool:
+    if not owner or heartbeat is None or now - heartbeat > STALE_AFTER_S:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host == socket.gethostname():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except (PermissionError, ValueError):
+            return True
+    return True

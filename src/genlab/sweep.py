@@ -1,0 +1,93 @@
+"""Run an experiment's grid into a results store: plan (validate everything), then execute.
+
+Planning loads every data set and builds every model once before the store is touched, so bad
+input fails with one line and leaves nothing half-written. Execution skips finished runs and
+resumes interrupted ones from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .datasets import load_dataset
+from .experiments import Experiment, Options, get_experiment
+from .models import build_model
+from .results import load
+from .runner import execute
+from .spec import RunSpec
+from .store import Store
+from .train import show_progress
+
+
+@dataclass
+class Plan:
+    """A validated experiment: its options (defaults filled in) and its run specs."""
+
+    experiment: Experiment
+    options: Options
+    specs: list[RunSpec]
+
+
+def plan(name: str, options: Options | None = None, *, data_dir: str | Path | None = None,
+         download: bool = False) -> Plan:
+    """Resolve ``name``'s grid for ``options``; load each data set and build each model once."""
+    exp = get_experiment(name)
+    o = (options or Options()).with_defaults(exp.defaults)
+    o.recipe().validate()
+    specs = exp.grid(o)
+    for s in specs:
+        s.validate()
+    shapes = {}
+    for key in {(s.dataset, s.train_size, s.test_size, s.seed) for s in specs}:
+        d = load_dataset(key[0], data_dir=data_dir, train_size=key[1], test_size=key[2],
+                         seed=key[3], download=download)
+        shapes[key[0]] = (d.input_shape, d.num_classes)
+    for model, dataset in {(s.model, s.dataset) for s in specs}:
+        build_model(model, *shapes[dataset])
+    return Plan(exp, o, specs)
+
+
+def run_plan(p: Plan, out: str | Path, *, device: str = "auto",
+             data_dir: str | Path | None = None, download: bool = False, quiet: bool = False,
+             checkpoint_every_s: float = 30.0) -> pd.DataFrame:
+    """Train every run of ``p`` not yet in the store at ``out``; return the experiment's runs."""
+    store = Store.create(out)
+    hashes = list(dict.fromkeys(s.hash for s in p.specs))
+    store.record_experiment(p.experiment.name, p.options.to_dict(), hashes)
+    progress = show_progress(quiet)
+    specs = list({s.hash: s for s in p.specs}.values())
+    for i, spec in enumerate(specs, 1):
+        tag = f"[{i}/{len(specs)}] {spec.model} {spec.condition} seed {spec.seed}"
+        t0 = time.perf_counter()
+        try:
+            trained = execute(spec, store, device=device, data_dir=data_dir, download=download,
+                              progress=progress, checkpoint_every_s=checkpoint_every_s)
+        except Exception as e:  # recorded in the store as 'error'; the sweep goes on
+            _say(quiet, f"{tag}: error: {type(e).__name__}: {e}")
+            continue
+        if not quiet:
+            _say(quiet, f"{tag}: {_outcome(store, spec.hash, trained, time.perf_counter() - t0)}")
+    return load(out, p.experiment.name)
+
+
+def _outcome(store: Store, run_hash: str, trained: bool, seconds: float) -> str:
+    if not trained:
+        status = store.status(run_hash)
+        return "already done" if status in ("done", "diverged") else "taken by another process"
+    r = next(r for r in store.runs() if r["hash"] == run_hash)
+    if r["status"] != "done":
+        return f"{r['status']}: {r['reason']}"
+    fit = (f"fit at step {r['steps_to_fit']}" if r["steps_to_fit"] is not None
+           else "did not reach the target")
+    return (f"train {r['train_acc']:.3f} test {r['test_acc']:.3f}, {fit}, "
+            f"{r['epochs']} epochs ({seconds:.1f} s)")
+
+
+def _say(quiet: bool, line: str) -> None:
+    if not quiet:
+        print(line, file=sys.stderr, flush=True)

@@ -1,0 +1,205 @@
+"""The one trainer: SGD with momentum and per-epoch learning-rate decay, on tensors.
+
+Every experiment trains through :func:`train`. The data stay as tensors on the training device;
+a batch is an index into them (no Dataset, no DataLoader, no per-sample Python), and the loop
+only synchronises with the host once per epoch, to check for divergence.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .spec import Recipe
+
+EVAL_BATCH = 2048
+
+
+@dataclass
+class TrainState:
+    """Everything needed to continue a run exactly where it stopped (saved in checkpoints)."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # completed optimizer steps
+    history: list[dict[str, float]] = field(default_factory=list)
+    steps_to_fit: int | None = None
+    elapsed: float = 0.0  # training seconds before this process took over
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train`. ``status`` is ``done`` or ``diverged`` (then ``reason`` says why).
+
+    ``history`` has one dict per evaluation: epoch, step, lr, train_loss, train_acc, test_loss,
+    test_acc (accuracies in [0, 1], losses mean cross-entropy in nats), seconds.
+    """
+
+    status: str
+    reason: str
+    state: TrainState
+    final: dict[str, float]
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        return self.state.history
+
+
+Checkpoint = Callable[[nn.Module, torch.optim.Optimizer, torch.Generator, TrainState], None]
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when available, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                           weight_decay=recipe.weight_decay)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             batch: int = EVAL_BATCH) -> tuple[float, float]:
+    """Mean cross-entropy loss (nats) and accuracy in [0, 1] of ``model`` on (x, y), eval mode."""
+    was_training = model.training
+    model.eval()
+    loss = torch.zeros((), device=x.device, dtype=torch.float64)
+    correct = torch.zeros((), device=x.device, dtype=torch.int64)
+    for i in range(0, len(x), batch):
+        out = model(x[i:i + batch])
+        yb = y[i:i + batch]
+        loss += F.cross_entropy(out.float(), yb, reduction="sum").double()
+        correct += (out.argmax(1) == yb).sum()
+    model.train(was_training)
+    n = max(len(x), 1)
+    return float(loss) / n, float(correct) / n
+
+
+def train(
+    model: nn.Module,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_test: torch.Tensor,
+    y_test: torch.Tensor,
+    recipe: Recipe,
+    *,
+    seed: int = 0,
+    state: TrainState | None = None,
+    optimizer_state: dict[str, Any] | None = None,
+    generator_state: torch.Tensor | None = None,
+    checkpoint: Checkpoint | None = None,
+    progress: bool = False,
+    label: str = "",
+) -> TrainResult:
+    """Train ``model`` on (x_train, y_train) with ``recipe``; evaluate on both splits.
+
+    Shapes: x (N, C, H, W) float, y (N,) int64, all on the model's device. Stops at the first
+    evaluation whose training accuracy reaches ``recipe.target_train_acc``, after
+    ``recipe.epochs`` epochs, or after ``recipe.max_steps`` steps. Passing ``state``,
+    ``optimizer_state`` and ``generator_state`` from a checkpoint continues a run bit for bit.
+    ``checkpoint`` is called at the end of every epoch with the live objects.
+    """
+    device = x_train.device
+    state = state or TrainState()
+    opt = make_optimizer(model, recipe)
+    if optimizer_state is not None:
+        opt.load_state_dict(optimizer_state)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    if generator_state is not None:
+        gen.set_state(generator_state)
+    n = len(x_train)
+    bs = min(recipe.batch_size, n)
+    start = time.perf_counter() - state.elapsed
+    bar = _progress_bar(recipe.epochs, state.epoch, label) if progress else None
+    model.train()
+    status, reason = "done", ""
+
+    while not _finished(state, recipe):
+        lr = recipe.lr * recipe.lr_decay ** state.epoch
+        for g in opt.param_groups:
+            g["lr"] = lr
+        perm = torch.randperm(n, device=device, generator=gen)
+        running = torch.zeros((), device=device)
+        seen = 0
+        for i in range(0, n, bs):
+            if recipe.max_steps and state.step >= recipe.max_steps:
+                break
+            idx = perm[i:i + bs]
+            loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            running += loss.detach() * len(idx)
+            seen += len(idx)
+            state.step += 1
+        state.epoch += 1
+        running_loss = float(running) / max(seen, 1)  # the one host sync per epoch
+        if not math.isfinite(running_loss):
+            status = "diverged"
+            reason = f"training loss became {running_loss} in epoch {state.epoch}"
+            break
+        last = _finished(state, recipe)
+        if state.epoch % recipe.eval_every == 0 or last:
+            row = _eval_row(model, x_train, y_train, x_test, y_test, state, lr, start)
+            row["running_loss"] = running_loss
+            state.history.append(row)
+            if not math.isfinite(row["train_loss"]):
+                status, reason = "diverged", f"evaluation loss became {row['train_loss']}"
+                break
+            if state.steps_to_fit is None and row["train_acc"] >= recipe.target_train_acc:
+                state.steps_to_fit = state.step
+        state.elapsed = time.perf_counter() - start
+        if bar is not None:
+            h = state.history[-1] if state.history else {}
+            bar.update(1)
+            bar.set_postfix(loss=f"{running_loss:.3f}", train=f"{h.get('train_acc', 0):.3f}",
+                            test=f"{h.get('test_acc', 0):.3f}")
+        if checkpoint is not None and status == "done":
+            checkpoint(model, opt, gen, state)
+    if bar is not None:
+        bar.close()
+    state.elapsed = time.perf_counter() - start
+    final = dict(state.history[-1]) if state.history else {}
+    return TrainResult(status, reason, state, final)
+
+
+def _finished(state: TrainState, recipe: Recipe) -> bool:
+    return (
+        state.steps_to_fit is not None
+        or state.epoch >= recipe.epochs
+        or bool(recipe.max_steps and state.step >= recipe.max_steps)
+    )
+
+
+def _eval_row(model, x_train, y_train, x_test, y_test, state, lr, start) -> dict[str, float]:
+    train_loss, train_acc = evaluate(model, x_train, y_train)
+    test_loss, test_acc = evaluate(model, x_test, y_test)
+    return {
+        "epoch": state.epoch, "step": state.step, "lr": lr,
+        "train_loss": train_loss, "train_acc": train_acc,
+        "test_loss": test_loss, "test_acc": test_acc,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def show_progress(quiet: bool) -> bool:
+    """Progress bars only on an interactive terminal, never in CI or with ``--quiet``."""
+    return not quiet and sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def _progress_bar(total: int, initial: int, label: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=label, unit="epoch", leave=False,
+                file=sys.stderr, dynamic_ncols=True)
