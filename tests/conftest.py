@@ -11,3 +11,15 @@ def digits_small():
     import genlab
 
     return genlab.load_dataset("digits", train_size=400, test_size=100, seed=0)
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread: many small LAPACK calls thrash on 2 threads when the
+    cores are shared with other jobs (10x slower). Restored afterwards."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -85,6 +85,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--download", action="store_true",
                    help="download a missing data set with torchvision (needs the network)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--checkpoint-every", type=_nonneg_float("--checkpoint-every"), default=30.0,
+                   metavar="SECONDS", help="checkpoint a run at the first epoch end after this "
+                   "many seconds (default 30; 0: every epoch)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,11 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lr", type=_positive_float("--lr"), help="initial learning rate")
     r.add_argument("--lr-decay", type=_positive_float("--lr-decay"),
                    help="learning-rate factor per epoch (paper: 0.95)")
+    r.add_argument("--decay-every", type=_int_at_least(0, "--decay-every"),
+                   help="apply --lr-decay every this many steps (0: every epoch)")
     r.add_argument("--momentum", type=_nonneg_float("--momentum"), help="SGD momentum")
     r.add_argument("--weight-decay", type=_nonneg_float("--weight-decay"), help="weight decay")
     r.add_argument("--batch-size", type=_int_at_least(1, "--batch-size"), help="batch size")
-    r.add_argument("--target", dest="target_train_acc", type=_positive_float("--target"),
-                   help="stop when training accuracy reaches this (default 1.0)")
+    r.add_argument("--target", dest="target_train_acc", type=_nonneg_float("--target"),
+                   help="stop when training accuracy reaches this (default 1.0; 0: never)")
     r.add_argument("--out", help="output folder (default: genlab-runs/EXPERIMENT)")
     r.add_argument("--no-report", action="store_true", help="do not write report.html")
     _add_common(r)
@@ -189,7 +194,7 @@ def _run(name: str, options, out: str, args: argparse.Namespace, *, report: bool
     _check_device(args.device)
     p = plan(name, options, data_dir=args.data_dir, download=args.download)
     runs = run_plan(p, out, device=args.device, data_dir=args.data_dir, download=args.download,
-                    quiet=args.quiet)
+                    quiet=args.quiet, checkpoint_every_s=args.checkpoint_every)
     _print_summary(p.experiment.summary(runs))
     if report:
         path = write_report(out)

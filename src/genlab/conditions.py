@@ -75,7 +75,7 @@ def canonical_condition(condition: str) -> str:
 
 
 def corruption_level(condition: str) -> float | None:
-    """Label-corruption probability p of a label condition (true: 0, random-labels: 1), else None."""
+    """Label-corruption level p of a label condition (true: 0, random-labels: 1), else None."""
     c = canonical_condition(condition)
     if c == "true":
         return 0.0

@@ -55,7 +55,7 @@ def resolve_model(name: str) -> ModelFactory:
     prefix, sep, args = name.partition(":")
     if sep and prefix in _FAMILIES:
         return _FAMILIES[prefix](args)
-    if sep and "." in prefix:
+    if sep and prefix.replace(".", "").replace("_", "").isalnum() and args:
         return _import_factory(prefix, args, name)
     known = ", ".join(sorted(_MODELS) + [p + ":..." for p in _FAMILIES])
     raise GenlabError(
@@ -137,3 +137,4 @@ register_family("mlp", _mlp_family, "MLP with the given hidden widths, e.g. mlp:
 register_model("mlp1x512", _mlp_family("512"), description="MLP 1x512 (paper: 1,209,866 params)")
 register_model("mlp3x512", _mlp_family("512x512x512"),
                description="MLP 3x512 (paper: 1,735,178 params)")
+from . import cnn  # noqa: E402,F401  (registers the paper's CNNs)

@@ -145,6 +145,7 @@ def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
             if torch.is_tensor(v):
                 tensors[f"opt.{i}.{k}"] = v.detach().cpu().contiguous()
     tensors["rng.state"] = gen.get_state().cpu()
+    tensors["rng.global"] = torch.get_rng_state()  # e.g. dropout draws from it
     meta = {
         "state": json.dumps({"epoch": state.epoch, "step": state.step, "history": state.history,
                              "steps_to_fit": state.steps_to_fit, "elapsed": state.elapsed}),
@@ -181,6 +182,7 @@ def load_checkpoint(path: Path, model: nn.Module
         state = TrainState(epoch=s["epoch"], step=s["step"], history=s["history"],
                            steps_to_fit=s["steps_to_fit"], elapsed=s["elapsed"])
         optimizer = {"state": opt_state, "param_groups": json.loads(meta["param_groups"])}
+        torch.set_rng_state(tensors["rng.global"])
         return state, optimizer, tensors["rng.state"]
     except (SafetensorError, KeyError, ValueError, RuntimeError, OSError):
         return None

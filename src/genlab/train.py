@@ -126,9 +126,7 @@ def train(
     status, reason = "done", ""
 
     while not _finished(state, recipe):
-        lr = recipe.lr * recipe.lr_decay ** state.epoch
-        for g in opt.param_groups:
-            g["lr"] = lr
+        lr = _set_lr(opt, recipe, state)
         perm = torch.randperm(n, device=device, generator=gen)
         running = torch.zeros((), device=device)
         seen = 0
@@ -143,6 +141,8 @@ def train(
             running += loss.detach() * len(idx)
             seen += len(idx)
             state.step += 1
+            if recipe.decay_every and state.step % recipe.decay_every == 0:
+                lr = _set_lr(opt, recipe, state)
         state.epoch += 1
         running_loss = float(running) / max(seen, 1)  # the one host sync per epoch
         if not math.isfinite(running_loss):
@@ -157,7 +157,8 @@ def train(
             if not math.isfinite(row["train_loss"]):
                 status, reason = "diverged", f"evaluation loss became {row['train_loss']}"
                 break
-            if state.steps_to_fit is None and row["train_acc"] >= recipe.target_train_acc:
+            target = recipe.target_train_acc
+            if state.steps_to_fit is None and target and row["train_acc"] >= target:
                 state.steps_to_fit = state.step
         state.elapsed = time.perf_counter() - start
         if bar is not None:
@@ -172,6 +173,15 @@ def train(
     state.elapsed = time.perf_counter() - start
     final = dict(state.history[-1]) if state.history else {}
     return TrainResult(status, reason, state, final)
+
+
+def _set_lr(opt: torch.optim.Optimizer, recipe: Recipe, state: TrainState) -> float:
+    """The paper's exponential decay, counted in epochs or in steps (``decay_every``)."""
+    k = state.step // recipe.decay_every if recipe.decay_every else state.epoch
+    lr = recipe.lr * recipe.lr_decay ** k
+    for g in opt.param_groups:
+        g["lr"] = lr
+    return lr
 
 
 def _finished(state: TrainState, recipe: Recipe) -> bool:

@@ -33,6 +33,7 @@ class Options:
     max_steps: int | None = None
     lr: float | None = None
     lr_decay: float | None = None
+    decay_every: int | None = None
     momentum: float | None = None
     weight_decay: float | None = None
     batch_size: int | None = None

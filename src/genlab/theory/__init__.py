@@ -1,0 +1,72 @@
+"""Theory side of genlab: expressivity (Theorem 1), kernels, NTK / NNGP and double descent.
+
+Pure math on torch tensors, device-agnostic and chunked so that memory stays bounded.
+"""
+
+from .double_descent import RandomFeaturesPoint, random_features, random_features_curve
+from .kernels import (
+    CGResult,
+    InterpolationResult,
+    SGDPath,
+    conjugate_gradient,
+    gaussian_kernel,
+    implicit_kernel_matvec,
+    kernel_matrix,
+    kernel_matvec,
+    linear_kernel,
+    min_norm_interpolate,
+    min_norm_lstsq,
+    predict,
+    random_conv_features,
+    sgd_least_squares,
+)
+from .ntk import NTKMLP, NTKLinear, empirical_ntk, relu_nngp, relu_ntk
+from .theorem1 import (
+    DeepTheorem1Net,
+    Theorem1DeepResult,
+    Theorem1Net,
+    Theorem1Result,
+    interleaved_biases,
+    interleaved_condition,
+    interleaved_matrix,
+    random_direction,
+    solve_interleaved,
+    theorem1,
+    theorem1_deep,
+)
+
+__all__ = [
+    "CGResult",
+    "DeepTheorem1Net",
+    "InterpolationResult",
+    "NTKLinear",
+    "NTKMLP",
+    "RandomFeaturesPoint",
+    "SGDPath",
+    "Theorem1DeepResult",
+    "Theorem1Net",
+    "Theorem1Result",
+    "conjugate_gradient",
+    "empirical_ntk",
+    "gaussian_kernel",
+    "implicit_kernel_matvec",
+    "interleaved_biases",
+    "interleaved_condition",
+    "interleaved_matrix",
+    "kernel_matrix",
+    "kernel_matvec",
+    "linear_kernel",
+    "min_norm_interpolate",
+    "min_norm_lstsq",
+    "predict",
+    "random_conv_features",
+    "random_direction",
+    "random_features",
+    "random_features_curve",
+    "relu_nngp",
+    "relu_ntk",
+    "sgd_least_squares",
+    "solve_interleaved",
+    "theorem1",
+    "theorem1_deep",
+]

@@ -1,0 +1,93 @@
+import pytest
+import torch
+
+from genlab import Recipe, build_model
+from genlab.runner import load_checkpoint, prepare, save_checkpoint
+from genlab.spec import RunSpec
+from genlab.train import TrainState, evaluate, train
+
+
+def _setup(condition="true", **recipe):
+    spec = RunSpec("digits", "mlp:64", condition, train_size=300, test_size=100, seed=0,
+                   recipe=Recipe(**{"lr": 0.05, "batch_size": 32, "epochs": 40, **recipe}))
+    prep = prepare(spec)
+    torch.manual_seed(0)
+    model = build_model(spec.model, prep.data.input_shape, prep.data.num_classes)
+    return spec, prep, model
+
+
+def _train(spec, prep, model, **kw):
+    return train(model, prep.x_train, prep.y_train, prep.x_test, prep.y_test, spec.recipe,
+                 seed=spec.seed, **kw)
+
+
+def _strip(history):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+def test_training_is_deterministic_under_a_seed():
+    a = _train(*_setup())
+    b = _train(*_setup())
+    assert len(a.history) > 1 and _strip(a.history) == _strip(b.history)
+
+
+def test_stops_when_training_accuracy_reaches_target():
+    r = _train(*_setup(target_train_acc=0.9))
+    assert r.status == "done" and r.state.steps_to_fit is not None
+    assert r.final["train_acc"] >= 0.9
+    assert all(h["train_acc"] < 0.9 for h in r.history[:-1])
+    assert r.state.steps_to_fit == r.history[-1]["step"]
+
+
+def test_reported_accuracy_matches_a_direct_evaluation():
+    spec, prep, model = _setup(epochs=3, target_train_acc=1.0)
+    r = _train(spec, prep, model)
+    with torch.no_grad():
+        acc = (model(prep.x_test).argmax(1) == prep.y_test).float().mean().item()
+    assert r.final["test_acc"] == pytest.approx(acc)
+    assert evaluate(model, prep.x_test, prep.y_test)[1] == pytest.approx(acc)
+
+
+def test_learning_rate_decays_per_epoch():
+    r = _train(*_setup(epochs=4, lr_decay=0.5, target_train_acc=1.0))
+    assert [h["lr"] for h in r.history] == pytest.approx([0.05, 0.025, 0.0125, 0.00625])
+
+
+def test_max_steps_limits_training():
+    r = _train(*_setup(max_steps=15))
+    assert r.state.step == 15 and r.state.epoch == 2  # 300/32 -> 10 steps per epoch
+
+
+def test_divergence_is_detected_and_reported():
+    # A deep net with a huge step and heavy momentum blows up to NaN within the first epoch.
+    spec, prep, _ = _setup(lr=10.0, momentum=0.99, epochs=5)
+    torch.manual_seed(0)
+    r = _train(spec, prep, build_model("mlp:256x256x256", (1, 8, 8), 10))
+    assert r.status == "diverged"
+    assert "nan" in r.reason.lower() or "inf" in r.reason.lower()
+
+
+def test_checkpoint_resume_is_bit_identical(tmp_path):
+    spec, prep, full_model = _setup("random-labels", epochs=8, target_train_acc=1.0)
+    full = _train(spec, prep, full_model)
+
+    spec, prep, part = _setup("random-labels", epochs=3, target_train_acc=1.0)
+    path = tmp_path / "ck.safetensors"
+    _train(spec, prep, part, checkpoint=lambda m, o, g, s: save_checkpoint(path, m, o, g, s))
+    spec, prep, fresh = _setup("random-labels", epochs=8, target_train_acc=1.0)
+    state, opt_state, gen_state = load_checkpoint(path, fresh)
+    assert state.epoch == 3
+    resumed = _train(spec, prep, fresh, state=state, optimizer_state=opt_state,
+                     generator_state=gen_state)
+
+    assert _strip(resumed.history) == _strip(full.history)
+    for a, b in zip(full_model.parameters(), fresh.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_unreadable_checkpoint_is_ignored(tmp_path):
+    path = tmp_path / "ck.safetensors"
+    path.write_bytes(b"not a checkpoint")
+    _, _, model = _setup()
+    assert load_checkpoint(path, model) is None
+    assert isinstance(TrainState(), TrainState)
