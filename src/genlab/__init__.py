@@ -20,12 +20,12 @@ from .errors import GenlabError  # noqa: E402
 from .experiments import Options, list_experiments  # noqa: E402
 from .models import build_model, count_parameters, list_models, register_model  # noqa: E402
 from .report import write_report  # noqa: E402
-from .results import export, load  # noqa: E402
+from .results import export, load, load_model  # noqa: E402
 from .spec import Recipe, RunSpec  # noqa: E402
 
 __all__ = [
     "Dataset", "GenlabError", "Options", "Recipe", "RunSpec", "apply_condition",
     "build_model", "count_parameters", "export", "list_conditions", "list_datasets",
-    "list_experiments", "list_models", "load", "load_dataset", "register_dataset",
+    "list_experiments", "list_models", "load", "load_dataset", "load_model", "register_dataset",
     "register_model", "run", "write_report",
 ]

@@ -78,6 +78,18 @@ def _nonneg_float(what: str) -> Callable[[str], float]:
     return parse
 
 
+def _key_value(text: str) -> tuple[str, Any]:
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"--set wants KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="training device (auto: CUDA when available)")
@@ -134,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=_int_at_least(1, "--batch-size"), help="batch size")
     r.add_argument("--target", dest="target_train_acc", type=_nonneg_float("--target"),
                    help="stop when training accuracy reaches this (default 1.0; 0: never)")
+    r.add_argument("--set", dest="extra", action="append", type=_key_value, default=[],
+                   metavar="KEY=VALUE", help="an experiment-specific parameter (repeatable); "
+                   "VALUE is parsed as JSON when it can be, e.g. --set ridge=0.001")
     r.add_argument("--out", help="output folder (default: genlab-runs/EXPERIMENT)")
     r.add_argument("--no-report", action="store_true", help="do not write report.html")
     _add_common(r)
@@ -174,8 +189,8 @@ def _check_device(device: str) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from .experiments import Options
 
-    keys = [f for f in Options.__dataclass_fields__ if f in vars(args)]
-    options = Options(**{k: getattr(args, k) for k in keys})
+    keys = [f for f in Options.__dataclass_fields__ if f in vars(args) and f != "extra"]
+    options = Options(**{k: getattr(args, k) for k in keys}, extra=dict(args.extra))
     out = args.out or str(Path("genlab-runs") / args.experiment)
     return _run(args.experiment, options, out, args, report=not args.no_report)
 
@@ -195,7 +210,11 @@ def _run(name: str, options, out: str, args: argparse.Namespace, *, report: bool
     p = plan(name, options, data_dir=args.data_dir, download=args.download)
     runs = run_plan(p, out, device=args.device, data_dir=args.data_dir, download=args.download,
                     quiet=args.quiet, checkpoint_every_s=args.checkpoint_every)
-    _print_summary(p.experiment.summary(runs))
+    from .experiments import Results
+    from .results import load
+
+    _print_summary(p.experiment.summary(Results(runs, load(out, name, curves=True),
+                                                load(out, name, tasks=True))))
     if report:
         path = write_report(out)
         print(f"report: {path}")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .experiments import Section, get_experiment
+from .experiments import Results, Section, get_experiment
 from .results import load
 from .store import Store
 
@@ -38,8 +38,8 @@ def write_report(out: str | Path) -> Path:
     experiments = store.experiments()
     for name, args in experiments.items():
         runs = load(out, name)
-        curves = load(out, name, curves=True)
-        sec = get_experiment(name).report(runs, curves, figdir)
+        results = Results(runs, load(out, name, curves=True), load(out, name, tasks=True))
+        sec = get_experiment(name).report(results, figdir)
         parts.append(_section_html(sec, name, args, runs))
     if not experiments:
         runs = load(out)

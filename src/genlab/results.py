@@ -6,9 +6,12 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import torch
+from safetensors.torch import load_file
 
 from .conditions import corruption_level
 from .errors import GenlabError
+from .models import build_model
 from .spec import RunSpec
 from .store import Store
 
@@ -36,15 +39,30 @@ def runs_frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def load(out: str | Path, experiment: str | None = None, *, curves: bool = False
-         ) -> pd.DataFrame:
+def tasks_frame(rows: list[dict]) -> pd.DataFrame:
+    """Flatten task rows: kind, status, timings, then one column per param and per result."""
+    out = []
+    for r in rows:
+        flat = {k: r[k] for k in ("hash", "kind", "status", "reason", "wall_time_s")}
+        flat.update(json.loads(r["params"]).get("params", {}))
+        flat.update(json.loads(r["result"] or "{}"))
+        out.append(flat)
+    return pd.DataFrame(out)
+
+
+def load(out: str | Path, experiment: str | None = None, *, curves: bool = False,
+         tasks: bool = False) -> pd.DataFrame:
     """Runs in results folder ``out`` as a DataFrame (one row per run), or their curves.
 
     ``experiment`` restricts to the runs one experiment asked for. With ``curves=True`` the
     frame has one row per evaluation (columns hash, step, epoch, lr, train/test loss and
-    accuracy, seconds) joined with each run's dataset, model, condition and seed.
+    accuracy, seconds) joined with each run's dataset, model, condition and seed. With
+    ``tasks=True`` it has one row per task (non-training computation), params and results
+    as columns.
     """
     store = Store.open(out)
+    if tasks:
+        return tasks_frame(store.tasks(experiment))
     runs = runs_frame(store.runs(experiment))
     if not curves:
         return runs
@@ -56,19 +74,19 @@ def load(out: str | Path, experiment: str | None = None, *, curves: bool = False
 
 
 def export(out: str | Path, fmt: str, dest: str | Path | None = None) -> list[Path]:
-    """Write ``runs.<fmt>`` and ``curves.<fmt>`` for the folder ``out``; returns the paths."""
+    """Write ``runs.<fmt>``, ``curves.<fmt>`` and ``tasks.<fmt>`` for ``out``; returns paths."""
     if fmt not in EXPORT_FORMATS:
         raise GenlabError(
             f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
-    runs = load(out)
-    curves = load(out, curves=True)
+    frames = {"runs": load(out), "curves": load(out, curves=True),
+              "tasks": load(out, tasks=True)}
     dest = Path(dest) if dest else Path(out) / "export"
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise GenlabError(f"cannot create export folder {dest}: {e.strerror or e}") from None
     paths = []
-    for name, df in (("runs", runs), ("curves", curves)):
+    for name, df in frames.items():
         p = dest / f"{name}.{fmt}"
         if fmt == "csv":
             df.to_csv(p, index=False)
@@ -78,3 +96,24 @@ def export(out: str | Path, fmt: str, dest: str | Path | None = None) -> list[Pa
             df.to_json(p, orient="records", indent=1)
         paths.append(p)
     return paths
+
+
+def load_model(out: str | Path, run_hash: str, *, initial: bool = False) -> torch.nn.Module:
+    """The trained model of a finished run (or, with ``initial``, its weights at step 0).
+
+    Initial weights are rebuilt from the spec's seed, as the run built them.
+    """
+    store = Store.open(out)
+    row = next((r for r in store.runs() if r["hash"].startswith(run_hash)), None)
+    if row is None:
+        raise GenlabError(f"no run {run_hash!r} in {out}; genlab.load(out) lists the hashes")
+    spec = RunSpec.from_dict(json.loads(row["spec"]))
+    extra = json.loads(row.get("extra") or "{}")
+    torch.manual_seed(spec.seed)
+    model = build_model(spec.model, extra["input_shape"], extra["num_classes"])
+    if not initial:
+        path = store.model_path(row["hash"])
+        if not path.exists():
+            raise GenlabError(f"run {run_hash} has no saved weights ({path}); it did not finish")
+        model.load_state_dict(load_file(str(path)))
+    return model.eval()

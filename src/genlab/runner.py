@@ -129,10 +129,20 @@ def _execute_claimed(spec: RunSpec, store: Store, device: torch.device,
     extra = {"input_shape": list(prep.data.input_shape), "num_classes": prep.data.num_classes,
              "source": prep.data.source, "preprocessing": "per-channel normalization",
              "condition": prep.info.condition}
+    if result.status == "done":
+        _save_weights(store.model_path(run_hash), model, spec)
     store.finish(run_hash, status=result.status, reason=result.reason, metrics=metrics,
                  curves=st.history, device=str(device), versions=versions(),
                  wall_time_s=st.elapsed, extra=extra)
     ckpt.unlink(missing_ok=True)
+
+
+def _save_weights(path: Path, model: nn.Module, spec: RunSpec) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(tmp), metadata={"spec": spec.to_json()})
+    os.replace(tmp, path)
 
 
 def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer,

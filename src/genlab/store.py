@@ -1,8 +1,9 @@
 """The results store: one SQLite file per output folder, safe against crashes and concurrency.
 
 Tables: ``runs`` (one row per run spec hash: spec, status, final metrics, timings, versions),
-``curves`` (one row per evaluation of a run), ``experiments`` and ``experiment_runs`` (which
-runs an experiment invocation asked for). SQLite in WAL mode makes every commit atomic and
+``curves`` (one row per evaluation of a run), ``tasks`` (computations other than training, with
+a JSON result), ``experiments`` and ``experiment_runs`` (which runs and tasks an experiment
+invocation asked for). SQLite in WAL mode makes every commit atomic and
 durable against a killed process, and serialises writers from several processes; a run's
 result and its curves are written in one transaction, so a run is either fully there or absent.
 Training checkpoints live beside the database in ``checkpoints/``.
@@ -48,6 +49,11 @@ CREATE TABLE IF NOT EXISTS curves (
     train_loss REAL, train_acc REAL, test_loss REAL, test_acc REAL,
     running_loss REAL, seconds REAL,
     PRIMARY KEY (hash, step)
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    hash TEXT PRIMARY KEY, kind TEXT NOT NULL, params TEXT NOT NULL,
+    status TEXT NOT NULL, reason TEXT, owner TEXT, heartbeat REAL,
+    started REAL, finished REAL, wall_time_s REAL, versions TEXT, result TEXT
 );
 CREATE TABLE IF NOT EXISTS experiments (
     name TEXT PRIMARY KEY, args TEXT NOT NULL, updated REAL NOT NULL
@@ -179,12 +185,8 @@ class Store:
         with self._tx() as db:
             row = db.execute("SELECT status, owner, heartbeat FROM runs WHERE hash = ?",
                              (run_hash,)).fetchone()
-            if row is not None:
-                status, owner, beat = row
-                if status == "done" or (status == "diverged" and not retry_failed):
-                    return False
-                if status == "running" and owner != me and _alive(owner, beat, now):
-                    return False
+            if not _claimable(row, me, now, retry_failed):
+                return False
             db.execute(
                 "INSERT INTO runs (hash, spec, status, owner, heartbeat, started) "
                 "VALUES (?, ?, 'running', ?, ?, ?) ON CONFLICT(hash) DO UPDATE SET "
@@ -232,6 +234,41 @@ class Store:
             db.execute("UPDATE runs SET status = 'error', reason = 'interrupted', owner = NULL "
                        "WHERE hash = ? AND status = 'running'", (run_hash,))
 
+    # -- tasks --------------------------------------------------------------------------------
+    def claim_task(self, task_hash: str, kind: str, params_json: str) -> bool:
+        """Like :meth:`claim`, for a task."""
+        now, me = time.time(), owner_id()
+        with self._tx() as db:
+            row = db.execute("SELECT status, owner, heartbeat FROM tasks WHERE hash = ?",
+                             (task_hash,)).fetchone()
+            if not _claimable(row, me, now, False):
+                return False
+            db.execute(
+                "INSERT INTO tasks (hash, kind, params, status, owner, heartbeat, started) "
+                "VALUES (?, ?, ?, 'running', ?, ?, ?) ON CONFLICT(hash) DO UPDATE SET "
+                "status='running', reason=NULL, owner=excluded.owner, "
+                "heartbeat=excluded.heartbeat, started=excluded.started",
+                (task_hash, kind, params_json, me, now, now))
+        return True
+
+    def finish_task(self, task_hash: str, *, status: str, reason: str, result: dict[str, Any],
+                    versions: dict[str, str], wall_time_s: float) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE tasks SET status = ?, reason = ?, result = ?, versions = ?, "
+                       "wall_time_s = ?, finished = ?, owner = NULL WHERE hash = ?",
+                       (status, reason, json.dumps(result), json.dumps(versions), wall_time_s,
+                        time.time(), task_hash))
+
+    def tasks(self, experiment: str | None = None) -> list[dict[str, Any]]:
+        q = "SELECT * FROM tasks"
+        args: tuple = ()
+        if experiment is not None:
+            q += " WHERE hash IN (SELECT hash FROM experiment_runs WHERE experiment = ?)"
+            args = (experiment,)
+        with self._connect() as db:
+            db.row_factory = sqlite3.Row
+            return [dict(r) for r in db.execute(q + " ORDER BY started", args)]
+
     # -- reading ------------------------------------------------------------------------------
     def runs(self, experiment: str | None = None) -> list[dict[str, Any]]:
         q = "SELECT * FROM runs"
@@ -254,6 +291,19 @@ class Store:
 
     def checkpoint_path(self, run_hash: str) -> Path:
         return self.checkpoints / f"{run_hash}.safetensors"
+
+    def model_path(self, run_hash: str) -> Path:
+        """Final weights of a finished run (safetensors)."""
+        return self.root / "models" / f"{run_hash}.safetensors"
+
+
+def _claimable(row: tuple | None, me: str, now: float, retry_failed: bool) -> bool:
+    if row is None:
+        return True
+    status, owner, beat = row
+    if status == "done" or (status == "diverged" and not retry_failed):
+        return False
+    return not (status == "running" and owner != me and _alive(owner, beat, now))
 
 
 def _alive(owner: str | None, heartbeat: float | None, now: float) -> bool:

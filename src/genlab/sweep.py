@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from .datasets import load_dataset
-from .experiments import Experiment, Options, get_experiment
+from .errors import GenlabError
+from .experiments import Experiment, Options, Task, get_experiment
 from .models import build_model
 from .results import load
-from .runner import execute
+from .runner import execute, versions
 from .spec import RunSpec
 from .store import Store
 from .train import show_progress
@@ -26,11 +27,12 @@ from .train import show_progress
 
 @dataclass
 class Plan:
-    """A validated experiment: its options (defaults filled in) and its run specs."""
+    """A validated experiment: its options (defaults filled in), run specs and tasks."""
 
     experiment: Experiment
     options: Options
     specs: list[RunSpec]
+    tasks: list[Task] = field(default_factory=list)
 
 
 def plan(name: str, options: Options | None = None, *, data_dir: str | Path | None = None,
@@ -38,8 +40,15 @@ def plan(name: str, options: Options | None = None, *, data_dir: str | Path | No
     """Resolve ``name``'s grid for ``options``; load each data set and build each model once."""
     exp = get_experiment(name)
     o = (options or Options()).with_defaults(exp.defaults)
+    allowed = exp.defaults.get("extra", {})
+    unknown = sorted(set(o.extra) - set(allowed))
+    if unknown:
+        takes = ", ".join(f"{k} (default {v!r})" for k, v in allowed.items()) or "none"
+        raise GenlabError(f"{name} has no parameter {', '.join(unknown)} for --set; it takes: "
+                          f"{takes}")
     o.recipe().validate()
     specs = exp.grid(o)
+    tasks = exp.tasks(o) if exp.tasks else []
     for s in specs:
         s.validate()
     shapes = {}
@@ -49,7 +58,7 @@ def plan(name: str, options: Options | None = None, *, data_dir: str | Path | No
         shapes[key[0]] = (d.input_shape, d.num_classes)
     for model, dataset in {(s.model, s.dataset) for s in specs}:
         build_model(model, *shapes[dataset])
-    return Plan(exp, o, specs)
+    return Plan(exp, o, specs, tasks)
 
 
 def run_plan(p: Plan, out: str | Path, *, device: str = "auto",
@@ -57,7 +66,7 @@ def run_plan(p: Plan, out: str | Path, *, device: str = "auto",
              checkpoint_every_s: float = 30.0) -> pd.DataFrame:
     """Train every run of ``p`` not yet in the store at ``out``; return the experiment's runs."""
     store = Store.create(out)
-    hashes = list(dict.fromkeys(s.hash for s in p.specs))
+    hashes = list(dict.fromkeys([s.hash for s in p.specs] + [t.hash for t in p.tasks]))
     store.record_experiment(p.experiment.name, p.options.to_dict(), hashes)
     progress = show_progress(quiet)
     specs = list({s.hash: s for s in p.specs}.values())
@@ -72,6 +81,27 @@ def run_plan(p: Plan, out: str | Path, *, device: str = "auto",
             continue
         if not quiet:
             _say(quiet, f"{tag}: {_outcome(store, spec.hash, trained, time.perf_counter() - t0)}")
+    for i, task in enumerate(p.tasks, 1):
+        tag = f"[task {i}/{len(p.tasks)}] {task.kind} {task.params}"
+        if not store.claim_task(task.hash, task.kind, task.to_json()):
+            _say(quiet, f"{tag}: already done")
+            continue
+        t0 = time.perf_counter()
+        try:
+            result = task.fn(task.params)
+        except KeyboardInterrupt:
+            store.finish_task(task.hash, status="error", reason="interrupted", result={},
+                              versions=versions(), wall_time_s=time.perf_counter() - t0)
+            raise
+        except Exception as e:  # recorded; the sweep goes on
+            store.finish_task(task.hash, status="error", reason=f"{type(e).__name__}: {e}",
+                              result={}, versions=versions(),
+                              wall_time_s=time.perf_counter() - t0)
+            _say(quiet, f"{tag}: error: {type(e).__name__}: {e}")
+            continue
+        store.finish_task(task.hash, status="done", reason="", result=result,
+                          versions=versions(), wall_time_s=time.perf_counter() - t0)
+        _say(quiet, f"{tag}: done ({time.perf_counter() - t0:.1f} s)")
     return load(out, p.experiment.name)
 
 

@@ -1,16 +1,25 @@
-"""Registered experiments. Each module registers itself with :mod:`genlab.experiments.base`."""
+"""Registered experiments. Every module in this package registers itself on import."""
 
-from . import figure1, grid  # noqa: F401  (each registers itself)
+import importlib
+import pkgutil
+
 from .base import (
     Claim,
     Experiment,
     Figure,
     Options,
+    Results,
     Section,
+    Task,
     get_experiment,
     list_experiments,
     register_experiment,
 )
 
-__all__ = ["Claim", "Experiment", "Figure", "Options", "Section", "get_experiment",
-           "list_experiments", "register_experiment"]
+# Import every experiment module so that adding an experiment is adding a file.
+for _m in pkgutil.iter_modules(__path__):
+    if _m.name != "base":
+        importlib.import_module(f"{__name__}.{_m.name}")
+
+__all__ = ["Claim", "Experiment", "Figure", "Options", "Results", "Section", "Task",
+           "get_experiment", "list_experiments", "register_experiment"]

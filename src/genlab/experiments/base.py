@@ -8,6 +8,8 @@ one trainer, and the experiment only turns options into specs and stored results
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -38,23 +40,57 @@ class Options:
     weight_decay: float | None = None
     batch_size: int | None = None
     target_train_acc: float | None = None
+    #: experiment-specific parameters (CLI: --set key=value), e.g. kernel=gaussian for kernels
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def with_defaults(self, defaults: dict[str, Any]) -> Options:
         """A copy with every ``None`` replaced by ``defaults`` (and then by built-in defaults)."""
         out = Options(**{f.name: getattr(self, f.name) for f in fields(self)})
         for k, v in defaults.items():
-            if getattr(out, k) is None:
+            if k == "extra":
+                out.extra = {**v, **self.extra}
+            elif getattr(out, k) is None:
                 setattr(out, k, v)
         return out
 
     def recipe(self) -> Recipe:
-        base = Recipe()
         kw = {f.name: getattr(self, f.name) for f in fields(Recipe)
               if getattr(self, f.name, None) is not None}
-        return Recipe(**{**{f.name: getattr(base, f.name) for f in fields(Recipe)}, **kw})
+        return Recipe(**kw)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class Task:
+    """A computation that is not a training run (a Theorem 1 construction, a kernel solve).
+
+    ``kind`` and ``params`` (JSON-serialisable) fix it, as a spec fixes a run: its hash keys the
+    store, so finished tasks are skipped like finished runs. ``fn(params)`` returns a dict of
+    JSON-serialisable results.
+    """
+
+    kind: str
+    params: dict[str, Any]
+    fn: Callable[[dict[str, Any]], dict[str, Any]] = field(compare=False, repr=False)
+
+    def to_json(self) -> str:
+        return json.dumps({"kind": self.kind, "params": self.params}, sort_keys=True,
+                          separators=(",", ":"))
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+
+@dataclass
+class Results:
+    """What a report reads: the experiment's runs, their curves, and its tasks (DataFrames)."""
+
+    runs: pd.DataFrame
+    curves: pd.DataFrame
+    tasks: pd.DataFrame
 
 
 @dataclass
@@ -91,16 +127,18 @@ class Section:
 class Experiment:
     """A registered experiment.
 
-    grid(options) -> specs; report(runs, curves, outdir) -> Section; summary(runs) -> a compact
-    table for the terminal. ``defaults`` fill the options the user left out.
+    grid(options) -> run specs to train; tasks(options) -> other computations;
+    report(results, outdir) -> Section; summary(results) -> a compact table for the terminal.
+    ``defaults`` fill the options the user left out.
     """
 
     name: str
     description: str
     defaults: dict[str, Any]
     grid: Callable[[Options], list[RunSpec]]
-    report: Callable[[pd.DataFrame, pd.DataFrame, Any], Section]
-    summary: Callable[[pd.DataFrame], pd.DataFrame]
+    report: Callable[[Results, Any], Section]
+    summary: Callable[[Results], pd.DataFrame]
+    tasks: Callable[[Options], list[Task]] | None = None
 
 
 _EXPERIMENTS: dict[str, Experiment] = {}

@@ -15,7 +15,7 @@ from .. import paper
 from ..conditions import canonical_condition
 from ..plots import new_figure, save_figure
 from ..spec import RunSpec
-from .base import Claim, Experiment, Figure, Options, Section, register_experiment
+from .base import Claim, Experiment, Figure, Options, Results, Section, register_experiment
 
 DEFAULTS = {
     "dataset": "fashion-mnist",
@@ -62,14 +62,20 @@ def _label_runs(runs: pd.DataFrame) -> pd.DataFrame:
     return lab
 
 
-def summary(runs: pd.DataFrame) -> pd.DataFrame:
+def summary(results: Results) -> pd.DataFrame:
+    return run_table(results.runs)
+
+
+def run_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One line per run: what it was and how it ended."""
     cols = ["model", "condition", "seed", "status", "train_acc", "test_acc", "steps_to_fit",
             "epochs", "labels_changed", "wall_time_s"]
     df = runs[[c for c in cols if c in runs]].copy()
     return df.sort_values(["model", "seed", "condition"]).reset_index(drop=True)
 
 
-def report(runs: pd.DataFrame, curves: pd.DataFrame, outdir: Path) -> Section:
+def report(results: Results, outdir: Path) -> Section:
+    runs, curves = results.runs, results.curves
     sec = Section("Figure 1: fitting random labels and random pixels")
     if runs.empty:
         sec.notes.append("No runs stored yet.")
@@ -79,7 +85,7 @@ def report(runs: pd.DataFrame, curves: pd.DataFrame, outdir: Path) -> Section:
     sec.figures = [_panel_a(runs, curves, models, outdir), _panel_b(lab, models, outdir),
                    _panel_c(lab, models, outdir)]
     sec.claims = _claims(runs, lab, models)
-    sec.tables.append(("Every run", summary(runs)))
+    sec.tables.append(("Every run", run_table(runs)))
     notes = sorted(set(runs["dataset"]))
     sec.notes.append(f"Data: {', '.join(notes)}. The paper's Figure 1 is CIFAR10 with small "
                      "Inception, AlexNet and MLP 1x512; other data sets show the same effects at "

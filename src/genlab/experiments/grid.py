@@ -7,12 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 from ..plots import new_figure, save_figure
-from .base import Experiment, Options, Section, register_experiment
+from .base import Experiment, Options, Results, Section, register_experiment
 from .figure1 import grid as _product_grid
-from .figure1 import summary
+from .figure1 import run_table, summary
 
 DEFAULTS = {"dataset": "digits", "models": ["mlp1x512"], "conditions": ["true"],
             "corruptions": [], "seeds": [0], "train_size": 0, "test_size": 0}
@@ -22,7 +20,8 @@ def grid(o: Options):
     return _product_grid(o)
 
 
-def report(runs: pd.DataFrame, curves: pd.DataFrame, outdir: Path) -> Section:
+def report(results: Results, outdir: Path) -> Section:
+    runs, curves = results.runs, results.curves
     sec = Section("Runs")
     if runs.empty:
         sec.notes.append("No runs stored yet.")
@@ -40,7 +39,7 @@ def report(runs: pd.DataFrame, curves: pd.DataFrame, outdir: Path) -> Section:
         ax.set_ylabel(name)
         ax.legend(fontsize=7)
     sec.figures.append(save_figure(fig, outdir, "grid_curves", "Accuracy during training."))
-    sec.tables.append(("Every run", summary(runs)))
+    sec.tables.append(("Every run", run_table(runs)))
     return sec
 
 
