@@ -16,7 +16,7 @@ import pandas as pd
 
 from .datasets import load_dataset
 from .errors import GenlabError
-from .experiments import Experiment, Options, Task, get_experiment
+from .experiments import Experiment, Options, Task, TaskContext, get_experiment
 from .models import build_model
 from .results import load
 from .runner import execute, versions
@@ -81,6 +81,7 @@ def run_plan(p: Plan, out: str | Path, *, device: str = "auto",
             continue
         if not quiet:
             _say(quiet, f"{tag}: {_outcome(store, spec.hash, trained, time.perf_counter() - t0)}")
+    ctx = TaskContext(out=Path(out), device=device, data_dir=data_dir, download=download)
     for i, task in enumerate(p.tasks, 1):
         tag = f"[task {i}/{len(p.tasks)}] {task.kind} {task.params}"
         if not store.claim_task(task.hash, task.kind, task.to_json()):
@@ -88,7 +89,7 @@ def run_plan(p: Plan, out: str | Path, *, device: str = "auto",
             continue
         t0 = time.perf_counter()
         try:
-            result = task.fn(task.params)
+            result = task.fn(task.params, ctx)
         except KeyboardInterrupt:
             store.finish_task(task.hash, status="error", reason="interrupted", result={},
                               versions=versions(), wall_time_s=time.perf_counter() - t0)

@@ -101,6 +101,8 @@ def train(
     checkpoint: Checkpoint | None = None,
     progress: bool = False,
     label: str = "",
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> TrainResult:
     """Train ``model`` on (x_train, y_train) with ``recipe``; evaluate on both splits.
 
@@ -109,6 +111,13 @@ def train(
     ``recipe.epochs`` epochs, or after ``recipe.max_steps`` steps. Passing ``state``,
     ``optimizer_state`` and ``generator_state`` from a checkpoint continues a run bit for bit.
     ``checkpoint`` is called at the end of every epoch with the live objects.
+
+    ``augment(x_batch, generator) -> x_batch`` transforms each training batch on the device
+    (random crops, flips, colour changes), drawing from the run's generator so that it is
+    seeded and resumable. ``shard=(rank, world_size)`` trains on this rank's share of every
+    global batch (data-parallel training: every rank draws the same permutation from the same
+    seed, takes its slice, and a DistributedDataParallel model averages the gradients); the
+    global batch is ``recipe.batch_size``.
     """
     device = x_train.device
     state = state or TrainState()
@@ -134,7 +143,12 @@ def train(
             if recipe.max_steps and state.step >= recipe.max_steps:
                 break
             idx = perm[i:i + bs]
-            loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
+            if shard is not None:
+                idx = idx[shard[0]::shard[1]]
+            xb = x_train[idx]
+            if augment is not None:
+                xb = augment(xb, gen)
+            loss = F.cross_entropy(model(xb), y_train[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

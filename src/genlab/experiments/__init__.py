@@ -11,6 +11,7 @@ from .base import (
     Results,
     Section,
     Task,
+    TaskContext,
     get_experiment,
     list_experiments,
     register_experiment,
@@ -21,5 +22,5 @@ for _m in pkgutil.iter_modules(__path__):
     if _m.name != "base":
         importlib.import_module(f"{__name__}.{_m.name}")
 
-__all__ = ["Claim", "Experiment", "Figure", "Options", "Results", "Section", "Task",
+__all__ = ["Claim", "Experiment", "Figure", "Options", "Results", "Section", "Task", "TaskContext",
            "get_experiment", "list_experiments", "register_experiment"]

@@ -62,18 +62,30 @@ class Options:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+@dataclass
+class TaskContext:
+    """Where a task runs: the results folder (to read trained runs), device and data options."""
+
+    out: Any
+    device: str = "auto"
+    data_dir: Any = None
+    download: bool = False
+
+
 @dataclass(frozen=True)
 class Task:
     """A computation that is not a training run (a Theorem 1 construction, a kernel solve).
 
     ``kind`` and ``params`` (JSON-serialisable) fix it, as a spec fixes a run: its hash keys the
-    store, so finished tasks are skipped like finished runs. ``fn(params)`` returns a dict of
-    JSON-serialisable results.
+    store, so finished tasks are skipped like finished runs. ``fn(params, ctx)`` returns a dict
+    of JSON-serialisable results; ``ctx`` is a :class:`TaskContext`. Tasks run after the
+    experiment's training runs, so a task may read their trained models.
     """
 
     kind: str
     params: dict[str, Any]
-    fn: Callable[[dict[str, Any]], dict[str, Any]] = field(compare=False, repr=False)
+    fn: Callable[[dict[str, Any], TaskContext], dict[str, Any]] = field(compare=False,
+                                                                       repr=False)
 
     def to_json(self) -> str:
         return json.dumps({"kind": self.kind, "params": self.params}, sort_keys=True,
