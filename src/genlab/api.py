@@ -17,12 +17,14 @@ from .sweep import Plan, plan, run_plan
 
 def run(experiment: str | RunSpec | Sequence[RunSpec] = "figure1", out: str | Path = "genlab-runs",
         *, device: str = "auto", data_dir: str | Path | None = None, download: bool = False,
-        quiet: bool = True, **options: Any) -> pd.DataFrame:
+        quiet: bool = True, workers: int = 1, **options: Any) -> pd.DataFrame:
     """Run an experiment (by name, with ``options`` as on the CLI) or explicit run specs.
 
     ``options`` are the fields of :class:`genlab.experiments.Options` (dataset, models,
     conditions, corruptions, seeds, train_size, test_size, epochs, lr, batch_size, ...).
     Finished runs already in ``out`` are reused. Returns one row per run (see :func:`load`).
+    ``workers`` > 1 trains in that many processes (models and data sets must then be
+    importable: registry names or ``package.module:factory``).
 
     >>> df = genlab.run("figure1", "out", dataset="digits", models=["mlp1x512"], epochs=5)
     """
@@ -39,4 +41,5 @@ def run(experiment: str | RunSpec | Sequence[RunSpec] = "figure1", out: str | Pa
         for s in specs:
             s.validate()
         p = Plan(get_experiment("grid"), Options(), specs)
-    return run_plan(p, out, device=device, data_dir=data_dir, download=download, quiet=quiet)
+    return run_plan(p, out, device=device, data_dir=data_dir, download=download, quiet=quiet,
+                    workers=workers)

@@ -186,8 +186,8 @@ def train_batched(models: Sequence[nn.Module], x_train: torch.Tensor, y_train: t
                 continue
             if evaluate:
                 st.history.append({
-                    "epoch": epoch, "step": step, "lr": lr_used[m], "train_loss": trl[m], "train_acc": tra[m],
-                    "test_loss": tel[m], "test_acc": tea[m], "seconds": now,
+                    "epoch": epoch, "step": step, "lr": lr_used[m], "train_loss": trl[m],
+                    "train_acc": tra[m], "test_loss": tel[m], "test_acc": tea[m], "seconds": now,
                     "running_loss": running_loss[m]})
                 target = recipes[m].target_train_acc
                 if target and tra[m] >= target:

@@ -97,6 +97,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--download", action="store_true",
                    help="download a missing data set with torchvision (needs the network)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--workers", type=_int_at_least(0, "--workers"), default=0,
+                   help="worker processes for the runs (default 0: one per core on the CPU, "
+                   "one thread each; 1: all in this process)")
     p.add_argument("--checkpoint-every", type=_nonneg_float("--checkpoint-every"), default=30.0,
                    metavar="SECONDS", help="checkpoint a run at the first epoch end after this "
                    "many seconds (default 30; 0: every epoch)")
@@ -209,7 +212,8 @@ def _run(name: str, options, out: str, args: argparse.Namespace, *, report: bool
     _check_device(args.device)
     p = plan(name, options, data_dir=args.data_dir, download=args.download)
     runs = run_plan(p, out, device=args.device, data_dir=args.data_dir, download=args.download,
-                    quiet=args.quiet, checkpoint_every_s=args.checkpoint_every)
+                    quiet=args.quiet, checkpoint_every_s=args.checkpoint_every,
+                    workers=args.workers)
     from .experiments import Results
     from .results import load
 

@@ -16,10 +16,11 @@ import pandas as pd
 
 from .datasets import load_dataset
 from .errors import GenlabError
+from .executors import default_workers, run_local
 from .experiments import Experiment, Options, Task, TaskContext, get_experiment
 from .models import build_model
 from .results import load
-from .runner import execute, versions
+from .runner import versions
 from .spec import RunSpec
 from .store import Store
 from .train import show_progress
@@ -63,24 +64,35 @@ def plan(name: str, options: Options | None = None, *, data_dir: str | Path | No
 
 def run_plan(p: Plan, out: str | Path, *, device: str = "auto",
              data_dir: str | Path | None = None, download: bool = False, quiet: bool = False,
-             checkpoint_every_s: float = 30.0) -> pd.DataFrame:
-    """Train every run of ``p`` not yet in the store at ``out``; return the experiment's runs."""
+             checkpoint_every_s: float = 30.0, workers: int = 1) -> pd.DataFrame:
+    """Train every run of ``p`` not yet in the store at ``out``; return the experiment's runs.
+
+    ``workers``: processes for the runs; 0 picks one per core on the CPU (one thread each).
+    Worker processes only know models and data sets that import can find (registry names,
+    ``package.module:factory``), not ones registered interactively, hence the default of 1.
+    """
     store = Store.create(out)
     hashes = list(dict.fromkeys([s.hash for s in p.specs] + [t.hash for t in p.tasks]))
     store.record_experiment(p.experiment.name, p.options.to_dict(), hashes)
-    progress = show_progress(quiet)
     specs = list({s.hash: s for s in p.specs}.values())
-    for i, spec in enumerate(specs, 1):
-        tag = f"[{i}/{len(specs)}] {spec.model} {spec.condition} seed {spec.seed}"
-        t0 = time.perf_counter()
-        try:
-            trained = execute(spec, store, device=device, data_dir=data_dir, download=download,
-                              progress=progress, checkpoint_every_s=checkpoint_every_s)
-        except Exception as e:  # recorded in the store as 'error'; the sweep goes on
-            _say(quiet, f"{tag}: error: {type(e).__name__}: {e}")
-            continue
-        if not quiet:
-            _say(quiet, f"{tag}: {_outcome(store, spec.hash, trained, time.perf_counter() - t0)}")
+    n_workers = workers if workers else default_workers(device, len(specs))
+    if len(specs) > 1:
+        how = (f"{n_workers} worker processes, 1 thread each" if n_workers > 1
+               else "this process")
+        _say(quiet, f"{len(specs)} runs on {how}")
+    done = [0]
+
+    def report(spec: RunSpec, trained: bool, seconds: float, error: str | None) -> None:
+        done[0] += 1
+        tag = f"[{done[0]}/{len(specs)}] {spec.model} {spec.condition} seed {spec.seed}"
+        if error is not None:
+            _say(quiet, f"{tag}: error: {error}")
+        else:
+            _say(quiet, f"{tag}: {_outcome(store, spec.hash, trained, seconds)}")
+
+    run_local(specs, Path(out), workers=n_workers, device=device, data_dir=data_dir,
+              download=download, progress=show_progress(quiet) and n_workers == 1,
+              checkpoint_every_s=checkpoint_every_s, report=report)
     ctx = TaskContext(out=Path(out), device=device, data_dir=data_dir, download=download)
     for i, task in enumerate(p.tasks, 1):
         tag = f"[task {i}/{len(p.tasks)}] {task.kind} {task.params}"
