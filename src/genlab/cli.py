@@ -100,6 +100,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=_int_at_least(0, "--workers"), default=0,
                    help="worker processes for the runs (default 0: one per core on the CPU, "
                    "one thread each; 1: all in this process)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local processes (default) or Ray tasks (pip install 'genlab[ray]')")
+    p.add_argument("--ray-address", help="address of a running Ray cluster (default: start a "
+                   "local Ray instance)")
+    p.add_argument("--gpus-per-run", type=_positive_float("--gpus-per-run"), default=1.0,
+                   help="with --executor ray on GPUs: GPU fraction per run (e.g. 0.25 puts four "
+                   "small runs on one GPU)")
     p.add_argument("--checkpoint-every", type=_nonneg_float("--checkpoint-every"), default=30.0,
                    metavar="SECONDS", help="checkpoint a run at the first epoch end after this "
                    "many seconds (default 30; 0: every epoch)")
@@ -213,7 +220,8 @@ def _run(name: str, options, out: str, args: argparse.Namespace, *, report: bool
     p = plan(name, options, data_dir=args.data_dir, download=args.download)
     runs = run_plan(p, out, device=args.device, data_dir=args.data_dir, download=args.download,
                     quiet=args.quiet, checkpoint_every_s=args.checkpoint_every,
-                    workers=args.workers)
+                    workers=args.workers, executor=args.executor,
+                    ray_address=args.ray_address, gpus_per_run=args.gpus_per_run)
     from .experiments import Results
     from .results import load
 

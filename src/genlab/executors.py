@@ -1,10 +1,15 @@
-"""Executors: how a sweep's runs are spread over processes.
+"""Executors: how a sweep's runs are spread over processes and machines.
 
 ``local`` runs them in this process (one run at a time, all cores to it) or, on the CPU with
 several runs to do, in worker processes with one thread each: small networks scale badly over
 threads, so two one-thread runs on two cores finish sooner than two two-thread runs in turn.
+``ray`` submits one Ray task per run to a running cluster (``--ray-address``) or to a local
+Ray instance it starts, with a fraction of a GPU per run so several small runs share a GPU.
+Ray re-runs a task whose worker died; the retry resumes from the run's last checkpoint.
+
 Every worker claims its run in the results store, so workers, several genlab processes and
-re-runs after a crash never train a run twice.
+re-runs after a crash never train a run twice. (For Ray on several machines, ``--out`` must be
+on a file system that every node sees.)
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .errors import GenlabError
 from .runner import execute
 from .spec import RunSpec
 from .store import Store
@@ -83,3 +89,52 @@ def _work(job: tuple) -> tuple[dict, bool, float, str | None]:
     except Exception as e:
         return spec_dict, True, time.perf_counter() - t0, f"{type(e).__name__}: {e}"
     return spec_dict, trained, time.perf_counter() - t0, None
+
+
+def require_ray():
+    """The ``ray`` module, or a one-line error saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise GenlabError("--executor ray needs Ray; install it with: pip install "
+                          "'genlab[ray]'") from None
+    return ray
+
+
+def run_ray(specs: list[RunSpec], out: Path, *, address: str | None, device: str,
+            gpus_per_run: float, data_dir: Any, download: bool, checkpoint_every_s: float,
+            report: Callable[[RunSpec, bool, float, str | None], None]) -> None:
+    """Train ``specs`` as Ray tasks (one per run); results go to the store at ``out``."""
+    ray = require_ray()
+    if not ray.is_initialized():
+        try:
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise GenlabError(f"cannot start or reach Ray at {address or 'a local instance'}: "
+                              f"{str(e).splitlines()[0] if str(e) else e}") from None
+    use_gpu = device != "cpu" and ray.cluster_resources().get("GPU", 0) > 0
+    if device == "cuda" and not use_gpu:
+        raise GenlabError("--device cuda asked for, but the Ray cluster has no GPU")
+    task = ray.remote(num_cpus=1, num_gpus=gpus_per_run if use_gpu else 0,
+                      max_retries=3, retry_exceptions=False)(_ray_work)
+    worker_device = "cuda" if use_gpu else "cpu"
+    pending = {task.remote((spec.to_dict(), str(out), worker_device, data_dir, download,
+                            checkpoint_every_s)): spec for spec in specs}
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        spec = pending.pop(ready[0])
+        try:
+            _, trained, seconds, error = ray.get(ready[0])
+        except Exception as e:  # retries exhausted (e.g. a node lost for good)
+            trained, seconds, error = True, 0.0, f"{type(e).__name__}: {e}"
+        report(spec, trained, seconds, error)
+
+
+def _ray_work(job: tuple) -> tuple[dict, bool, float, str | None]:
+    import torch
+
+    torch.set_num_threads(1)
+    return _work(job)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from .datasets import load_dataset
 from .errors import GenlabError
-from .executors import default_workers, run_local
+from .executors import default_workers, require_ray, run_local, run_ray
 from .experiments import Experiment, Options, Task, TaskContext, get_experiment
 from .models import build_model
 from .results import load
@@ -64,19 +64,27 @@ def plan(name: str, options: Options | None = None, *, data_dir: str | Path | No
 
 def run_plan(p: Plan, out: str | Path, *, device: str = "auto",
              data_dir: str | Path | None = None, download: bool = False, quiet: bool = False,
-             checkpoint_every_s: float = 30.0, workers: int = 1) -> pd.DataFrame:
+             checkpoint_every_s: float = 30.0, workers: int = 1, executor: str = "local",
+             ray_address: str | None = None, gpus_per_run: float = 1.0) -> pd.DataFrame:
     """Train every run of ``p`` not yet in the store at ``out``; return the experiment's runs.
 
     ``workers``: processes for the runs; 0 picks one per core on the CPU (one thread each).
     Worker processes only know models and data sets that import can find (registry names,
     ``package.module:factory``), not ones registered interactively, hence the default of 1.
+    ``executor="ray"`` runs one Ray task per run instead (see :mod:`genlab.executors`).
     """
+    if executor not in ("local", "ray"):
+        raise GenlabError(f"unknown executor {executor!r}; choose local or ray")
+    if executor == "ray":
+        require_ray()  # before anything is written
     store = Store.create(out)
     hashes = list(dict.fromkeys([s.hash for s in p.specs] + [t.hash for t in p.tasks]))
     store.record_experiment(p.experiment.name, p.options.to_dict(), hashes)
     specs = list({s.hash: s for s in p.specs}.values())
     n_workers = workers if workers else default_workers(device, len(specs))
-    if len(specs) > 1:
+    if executor == "ray":
+        _say(quiet, f"{len(specs)} runs as Ray tasks")
+    elif len(specs) > 1:
         how = (f"{n_workers} worker processes, 1 thread each" if n_workers > 1
                else "this process")
         _say(quiet, f"{len(specs)} runs on {how}")
@@ -90,9 +98,14 @@ def run_plan(p: Plan, out: str | Path, *, device: str = "auto",
         else:
             _say(quiet, f"{tag}: {_outcome(store, spec.hash, trained, seconds)}")
 
-    run_local(specs, Path(out), workers=n_workers, device=device, data_dir=data_dir,
-              download=download, progress=show_progress(quiet) and n_workers == 1,
-              checkpoint_every_s=checkpoint_every_s, report=report)
+    if executor == "ray":
+        run_ray(specs, Path(out), address=ray_address, device=device, gpus_per_run=gpus_per_run,
+                data_dir=data_dir, download=download, checkpoint_every_s=checkpoint_every_s,
+                report=report)
+    else:
+        run_local(specs, Path(out), workers=n_workers, device=device, data_dir=data_dir,
+                  download=download, progress=show_progress(quiet) and n_workers == 1,
+                  checkpoint_every_s=checkpoint_every_s, report=report)
     ctx = TaskContext(out=Path(out), device=device, data_dir=data_dir, download=download)
     for i, task in enumerate(p.tasks, 1):
         tag = f"[task {i}/{len(p.tasks)}] {task.kind} {task.params}"
