@@ -191,6 +191,17 @@ def _claims(runs: pd.DataFrame, lab: pd.DataFrame, models: list[str]) -> list[Cl
                                 "test accuracy far above chance",
                                 f"{tl['test_acc'].mean():.1%} (chance {1 / k:.0%})",
                                 bool(gap > 0.2)))
+        changed = d[d["corruption"].notna() & (d["corruption"] > 0)]
+        if len(changed):
+            # each label is redrawn w.p. p and lands on a new class w.p. (K-1)/K
+            q = changed["corruption"] * (k - 1) / k
+            expected = q * changed["n_train"]
+            sd = (changed["n_train"] * q * (1 - q)).pow(0.5).clip(lower=1)
+            z = ((changed["labels_changed"] - expected).abs() / sd).max()
+            claims.append(Claim(f"{model}: corrupt:p changes about p(K-1)/K of the labels",
+                                "labels i.i.d. uniform with probability p",
+                                f"largest deviation from p(K-1)/K n: {z:.1f} sd "
+                                f"over {len(changed)} runs", bool(z < 4)))
         m = lab[lab["model"] == model].groupby("corruption")["test_error"].mean()
         if len(m) >= 3:
             rho = float(pd.Series(m.index).corr(pd.Series(m.values), method="spearman"))
