@@ -91,3 +91,14 @@ def test_unreadable_checkpoint_is_ignored(tmp_path):
     _, _, model = _setup()
     assert load_checkpoint(path, model) is None
     assert isinstance(TrainState(), TrainState)
+
+
+def test_evaluation_every_k_steps_within_epochs():
+    r = _train(*_setup(epochs=2, eval_steps=4, target_train_acc=0))
+    # 10 steps per epoch: every 4th global step, and at each epoch end
+    assert [h["step"] for h in r.history] == [4, 8, 10, 12, 16, 20]
+    r = _train(*_setup(eval_steps=3, target_train_acc=0.5))
+    assert r.state.steps_to_fit is not None and r.state.steps_to_fit == r.history[-1]["step"]
+    assert r.history[-1]["train_acc"] >= 0.5
+    steps = [h["step"] for h in r.history]
+    assert len(steps) == len(set(steps))

@@ -159,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set", dest="extra", action="append", type=_key_value, default=[],
                    metavar="KEY=VALUE", help="an experiment-specific parameter (repeatable); "
                    "VALUE is parsed as JSON when it can be, e.g. --set ridge=0.001")
+    r.add_argument("--eval-steps", type=_int_at_least(0, "--eval-steps"),
+                   help="also evaluate every this many steps (default 0: at epoch ends only)")
     r.add_argument("--out", help="output folder (default: genlab-runs/EXPERIMENT)")
     r.add_argument("--no-report", action="store_true", help="do not write report.html")
     _add_common(r)

@@ -27,7 +27,8 @@ class Recipe:
     batch 128, so ``decay_every=391`` gives a subset the paper's schedule in steps);
     epochs / max_steps: whichever limit comes first ends the run (max_steps 0 = no limit);
     target_train_acc: stop at the first evaluation whose training accuracy reaches it
-    (0 = never stop early); eval_every: evaluate train and test sets every this many epochs.
+    (0 = never stop early); eval_every: evaluate train and test sets every this many epochs;
+    eval_steps: also evaluate every this many steps within epochs (0 = only at epoch ends).
     """
 
     lr: float = 0.01
@@ -40,6 +41,7 @@ class Recipe:
     max_steps: int = 0
     target_train_acc: float = 1.0
     eval_every: int = 1
+    eval_steps: int = 0
 
     def validate(self) -> None:
         checks = [
@@ -54,6 +56,7 @@ class Recipe:
             (0 <= self.target_train_acc <= 1,
              f"--target must be in [0, 1] (0: never stop early), got {self.target_train_acc}"),
             (self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}"),
+            (self.eval_steps >= 0, f"--eval-steps must be >= 0, got {self.eval_steps}"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -157,6 +157,12 @@ def train(
             state.step += 1
             if recipe.decay_every and state.step % recipe.decay_every == 0:
                 lr = _set_lr(opt, recipe, state)
+            if recipe.eval_steps and state.step % recipe.eval_steps == 0 and i + bs < n:
+                row = _eval_row(model, x_train, y_train, x_test, y_test, state, lr, start)
+                model.train()
+                state.history.append(row)
+                if _reached(row, recipe, state):
+                    break
         state.epoch += 1
         running_loss = float(running) / max(seen, 1)  # the one host sync per epoch
         if not math.isfinite(running_loss):
@@ -164,16 +170,17 @@ def train(
             reason = f"training loss became {running_loss} in epoch {state.epoch}"
             break
         last = _finished(state, recipe)
-        if state.epoch % recipe.eval_every == 0 or last:
+        fresh = bool(state.history) and state.history[-1]["step"] == state.step
+        if fresh:  # evaluated at this very step already (eval_steps)
+            state.history[-1]["running_loss"] = running_loss
+        elif state.epoch % recipe.eval_every == 0 or last:
             row = _eval_row(model, x_train, y_train, x_test, y_test, state, lr, start)
             row["running_loss"] = running_loss
             state.history.append(row)
             if not math.isfinite(row["train_loss"]):
                 status, reason = "diverged", f"evaluation loss became {row['train_loss']}"
                 break
-            target = recipe.target_train_acc
-            if state.steps_to_fit is None and target and row["train_acc"] >= target:
-                state.steps_to_fit = state.step
+            _reached(row, recipe, state)
         state.elapsed = time.perf_counter() - start
         if bar is not None:
             h = state.history[-1] if state.history else {}
@@ -187,6 +194,14 @@ def train(
     state.elapsed = time.perf_counter() - start
     final = dict(state.history[-1]) if state.history else {}
     return TrainResult(status, reason, state, final)
+
+
+def _reached(row: dict[str, float], recipe: Recipe, state: TrainState) -> bool:
+    """Record the first step at which training accuracy reached the target."""
+    target = recipe.target_train_acc
+    if state.steps_to_fit is None and target and row["train_acc"] >= target:
+        state.steps_to_fit = state.step
+    return state.steps_to_fit is not None
 
 
 def _set_lr(opt: torch.optim.Optimizer, recipe: Recipe, state: TrainState) -> float:

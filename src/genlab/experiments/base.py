@@ -40,6 +40,7 @@ class Options:
     weight_decay: float | None = None
     batch_size: int | None = None
     target_train_acc: float | None = None
+    eval_steps: int | None = None
     #: experiment-specific parameters (CLI: --set key=value), e.g. kernel=gaussian for kernels
     extra: dict[str, Any] = field(default_factory=dict)
 
