@@ -26,7 +26,7 @@ from .datasets import Dataset, load_dataset
 from .models import build_model, count_parameters
 from .spec import RunSpec
 from .store import Store
-from .train import TrainState, resolve_device, train
+from .train import TrainResult, TrainState, resolve_device, train
 
 
 @dataclass
@@ -118,6 +118,12 @@ def _execute_claimed(spec: RunSpec, store: Store, device: torch.device,
                    seed=spec.seed, state=state, optimizer_state=opt_state,
                    generator_state=gen_state, checkpoint=on_epoch, progress=progress,
                    label=f"{spec.model} {spec.condition}")
+    record_result(spec, store, prep, model, result, device)
+
+
+def record_result(spec: RunSpec, store: Store, prep: Prepared, model: nn.Module,
+                  result: TrainResult, device: torch.device) -> None:
+    """Save a trained run's weights and write its result and curves to the store."""
     st = result.state
     metrics: dict[str, Any] = {
         **{k: result.final.get(k) for k in ("train_acc", "test_acc", "train_loss", "test_loss")},
@@ -130,11 +136,11 @@ def _execute_claimed(spec: RunSpec, store: Store, device: torch.device,
              "source": prep.data.source, "preprocessing": "per-channel normalization",
              "condition": prep.info.condition}
     if result.status == "done":
-        _save_weights(store.model_path(run_hash), model, spec)
-    store.finish(run_hash, status=result.status, reason=result.reason, metrics=metrics,
+        _save_weights(store.model_path(spec.hash), model, spec)
+    store.finish(spec.hash, status=result.status, reason=result.reason, metrics=metrics,
                  curves=st.history, device=str(device), versions=versions(),
                  wall_time_s=st.elapsed, extra=extra)
-    ckpt.unlink(missing_ok=True)
+    store.checkpoint_path(spec.hash).unlink(missing_ok=True)
 
 
 def _save_weights(path: Path, model: nn.Module, spec: RunSpec) -> None:
