@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import genlab
 from genlab import Recipe, build_model
 from genlab.batched import StackedMLP, train_batched
 from genlab.runner import prepare
@@ -75,3 +76,22 @@ def test_a_diverging_model_does_not_poison_the_others():
                         torch.stack([p.y_test for p in preps]), recipes, [0, 1])
     assert res[1].status == "diverged" and res[0].status == "done"
     assert all(torch.isfinite(p).all() for p in models[0].parameters())
+
+
+def test_sweep_trains_batchable_groups_stacked_with_the_same_results(tmp_path):
+    from genlab.cli import main
+
+    args = ["run", "grid", "--dataset", "digits", "--train-size", "300", "--test-size", "100",
+            "--model", "mlp:64", "--conditions", "true,random-labels,corrupt:0.5",
+            "--epochs", "15", "--lr", "0.05", "--batch-size", "32", "--workers", "1",
+            "--quiet", "--no-report", "--device", "cpu"]
+    assert main([*args, "--batched", "on", "--out", str(tmp_path / "b")]) == 0
+    assert main([*args, "--batched", "off", "--out", str(tmp_path / "s")]) == 0
+    cols = ["hash", "status", "steps", "epochs", "steps_to_fit", "train_acc", "test_acc"]
+    b = genlab.load(tmp_path / "b").sort_values("hash")[cols].reset_index(drop=True)
+    s = genlab.load(tmp_path / "s").sort_values("hash")[cols].reset_index(drop=True)
+    assert len(b) == 3 and (b["status"] == "done").all()
+    assert b[["hash", "status", "steps", "epochs"]].equals(s[["hash", "status", "steps",
+                                                              "epochs"]])
+    assert (abs(b["test_acc"] - s["test_acc"]) <= 0.02).all()
+    assert len(list((tmp_path / "b" / "models").glob("*.safetensors"))) == 3

@@ -100,6 +100,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=_int_at_least(0, "--workers"), default=0,
                    help="worker processes for the runs (default 0: one per core on the CPU, "
                    "one thread each; 1: all in this process)")
+    p.add_argument("--batched", choices=["auto", "on", "off"], default="auto",
+                   help="with one process (--workers 1 or on a GPU): train same-shaped MLPs as "
+                   "one stacked model (auto: when a short probe says it is faster)")
     p.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local processes (default) or Ray tasks (pip install 'genlab[ray]')")
     p.add_argument("--ray-address", help="address of a running Ray cluster (default: start a "
@@ -223,7 +226,8 @@ def _run(name: str, options, out: str, args: argparse.Namespace, *, report: bool
     runs = run_plan(p, out, device=args.device, data_dir=args.data_dir, download=args.download,
                     quiet=args.quiet, checkpoint_every_s=args.checkpoint_every,
                     workers=args.workers, executor=args.executor,
-                    ray_address=args.ray_address, gpus_per_run=args.gpus_per_run)
+                    ray_address=args.ray_address, gpus_per_run=args.gpus_per_run,
+                    batched=args.batched)
     from .experiments import Results
     from .results import load
 

@@ -138,3 +138,126 @@ def _ray_work(job: tuple) -> tuple[dict, bool, float, str | None]:
 
     torch.set_num_threads(1)
     return _work(job)
+
+
+# --- many models at once ----------------------------------------------------------------------
+
+
+def batch_groups(specs: list[RunSpec], store: Store) -> tuple[list[list[RunSpec]], list[RunSpec]]:
+    """Split ``specs`` into groups that can train as one stacked model, and the rest.
+
+    A group shares the data set and subset sizes, an MLP architecture and the loop limits
+    (batch size, epochs, steps, evaluation); labels, pixels, seeds, learning rates and
+    momentum may differ. Runs with a checkpoint resume on their own instead.
+    """
+    from .models import MLP, build_model
+
+    groups: dict[tuple, list[RunSpec]] = {}
+    rest: list[RunSpec] = []
+    is_mlp: dict[str, bool] = {}
+    for s in specs:
+        if s.model not in is_mlp:
+            try:
+                is_mlp[s.model] = isinstance(build_model(s.model, (1, 2, 2), 2), MLP)
+            except GenlabError:
+                is_mlp[s.model] = False
+        r = s.recipe
+        if (not is_mlp[s.model] or r.eval_steps or store.checkpoint_path(s.hash).exists()
+                or store.status(s.hash) in ("done", "diverged")):
+            rest.append(s)
+            continue
+        key = (s.dataset, s.train_size, s.test_size, s.model, r.batch_size, r.epochs,
+               r.max_steps, r.eval_every)
+        groups.setdefault(key, []).append(s)
+    batchable = [g for g in groups.values() if len(g) >= 2]
+    rest += [s for g in groups.values() if len(g) < 2 for s in g]
+    return batchable, rest
+
+
+def probe_batched(group: list[RunSpec], device: str, data_dir: Any, download: bool,
+                  steps: int = 4) -> tuple[float, float]:
+    """Seconds for ``steps`` steps of every model in ``group``: (batched, one by one)."""
+    from dataclasses import replace
+
+    import torch
+
+    from .batched import train_batched
+    from .models import build_model
+    from .runner import prepare
+    from .train import resolve_device, train
+
+    dev = resolve_device(device)
+    preps = [prepare(s, dev, data_dir=data_dir, download=download) for s in group]
+
+    def models():
+        return [build_model(s.model, p.data.input_shape, p.data.num_classes).to(dev)
+                for s, p in zip(group, preps)]
+
+    def batched(n: int) -> float:
+        rs = [replace(s.recipe, max_steps=n, target_train_acc=0.0) for s in group]
+        t = time.perf_counter()
+        train_batched(models(), *_stacked(preps), rs, [s.seed for s in group])
+        return time.perf_counter() - t
+
+    def sequential(n: int) -> float:
+        t = time.perf_counter()
+        for s, p, m in zip(group, preps, models()):
+            train(m, p.x_train, p.y_train, p.x_test, p.y_test,
+                  replace(s.recipe, max_steps=n, target_train_acc=0.0), seed=s.seed)
+        return time.perf_counter() - t
+
+    batched(1), sequential(1)  # warm-up: first-call costs are not what we compare
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    return batched(steps), sequential(steps)
+
+
+def run_batched(group: list[RunSpec], store: Store, *, device: str, data_dir: Any,
+                download: bool, report: Callable[[RunSpec, bool, float, str | None], None]
+                ) -> None:
+    """Train a group as one stacked model and record each run as if trained alone.
+
+    Batched runs are not checkpointed mid-way: a group killed part-way starts over.
+    """
+    import torch
+
+    from .batched import train_batched
+    from .models import build_model
+    from .runner import prepare, record_result
+    from .train import resolve_device
+
+    claimed = [s for s in group if store.claim(s.hash, s.to_json())]
+    if not claimed:
+        for s in group:
+            report(s, False, 0.0, None)
+        return
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    try:
+        preps = [prepare(s, dev, data_dir=data_dir, download=download) for s in claimed]
+        models = []
+        for s, p in zip(claimed, preps):
+            torch.manual_seed(s.seed)  # the same initial weights as a run on its own
+            models.append(build_model(s.model, p.data.input_shape,
+                                      p.data.num_classes).to(dev))
+        results = train_batched(models, *_stacked(preps), [s.recipe for s in claimed],
+                                [s.seed for s in claimed])
+        for s, p, m, r in zip(claimed, preps, models, results):
+            record_result(s, store, p, m, r, dev)
+    except Exception as e:
+        for s in claimed:
+            store.fail(s.hash, f"{type(e).__name__}: {e}")
+            report(s, True, time.perf_counter() - t0, f"{type(e).__name__}: {e}")
+        return
+    for s in claimed:
+        report(s, True, time.perf_counter() - t0, None)
+    for s in group:
+        if s not in claimed:
+            report(s, False, 0.0, None)
+
+
+def _stacked(preps) -> tuple:
+    import torch
+
+    return (torch.stack([p.x_train for p in preps]), torch.stack([p.y_train for p in preps]),
+            torch.stack([p.x_test for p in preps]), torch.stack([p.y_test for p in preps]))

@@ -71,6 +71,9 @@ def run_table(runs: pd.DataFrame) -> pd.DataFrame:
     cols = ["model", "condition", "seed", "status", "train_acc", "test_acc", "steps_to_fit",
             "epochs", "labels_changed", "wall_time_s"]
     df = runs[[c for c in cols if c in runs]].copy()
+    for c in ("steps_to_fit", "epochs", "labels_changed"):
+        if c in df:
+            df[c] = df[c].astype("Int64")  # integers, with <NA> for runs that did not fit
     return df.sort_values(["model", "seed", "condition"]).reset_index(drop=True)
 
 
