@@ -102,3 +102,29 @@ def test_evaluation_every_k_steps_within_epochs():
     assert r.history[-1]["train_acc"] >= 0.5
     steps = [h["step"] for h in r.history]
     assert len(steps) == len(set(steps))
+
+
+def test_fast_path_skips_train_evaluation_until_running_accuracy_reaches_target():
+    spec, prep, model = _setup(fast=True, target_train_acc=0.95)
+    r = _train(spec, prep, model)
+    assert r.status == "done" and r.state.steps_to_fit is not None
+    # every row but the confirming one carries the running (in-epoch) accuracy
+    for h in r.history[:-1]:
+        assert h["train_acc"] < 0.95 and h["train_loss"] == h["running_loss"]
+    # the confirmation is a full evaluation, equal to a direct one
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        acc = (model(prep.x_train).argmax(1) == prep.y_train).float().mean().item()
+    assert r.final["train_acc"] == pytest.approx(acc) and acc >= 0.95
+
+
+def test_fast_path_trains_a_cnn_in_channels_last_on_the_cpu():
+    spec = RunSpec("digits", "mlp:8", "true", train_size=100, test_size=50,
+                   recipe=Recipe(fast=True, epochs=2, lr=0.01, batch_size=32))
+    prep = prepare(spec)
+    x = torch.nn.functional.interpolate(prep.x_train, size=28).repeat(1, 3, 1, 1)
+    xt = torch.nn.functional.interpolate(prep.x_test, size=28).repeat(1, 3, 1, 1)
+    torch.manual_seed(0)
+    model = build_model("alexnet-small", (3, 28, 28), 10)
+    r = train(model, x, prep.y_train, xt, prep.y_test, spec.recipe)
+    assert r.status == "done" and r.state.epoch == 2
+    assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)

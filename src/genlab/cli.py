@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set", dest="extra", action="append", type=_key_value, default=[],
                    metavar="KEY=VALUE", help="an experiment-specific parameter (repeatable); "
                    "VALUE is parsed as JSON when it can be, e.g. --set ridge=0.001")
+    r.add_argument("--fast", action="store_true", default=None,
+                   help="fast path: bf16 autocast, channels_last, fused SGD, train-set "
+                   "evaluation only once the running accuracy reaches the target")
     r.add_argument("--eval-steps", type=_int_at_least(0, "--eval-steps"),
                    help="also evaluate every this many steps (default 0: at epoch ends only)")
     r.add_argument("--out", help="output folder (default: genlab-runs/EXPERIMENT)")

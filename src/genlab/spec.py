@@ -28,7 +28,10 @@ class Recipe:
     epochs / max_steps: whichever limit comes first ends the run (max_steps 0 = no limit);
     target_train_acc: stop at the first evaluation whose training accuracy reaches it
     (0 = never stop early); eval_every: evaluate train and test sets every this many epochs;
-    eval_steps: also evaluate every this many steps within epochs (0 = only at epoch ends).
+    eval_steps: also evaluate every this many steps within epochs (0 = only at epoch ends);
+    fast: the fast path instead of the paper-faithful one (bf16 autocast with BatchNorm and the
+    loss in fp32, channels_last, fused SGD where the device has it, and the full training-set
+    evaluation skipped until the running training accuracy reaches the target).
     """
 
     lr: float = 0.01
@@ -42,6 +45,7 @@ class Recipe:
     target_train_acc: float = 1.0
     eval_every: int = 1
     eval_steps: int = 0
+    fast: bool = False
 
     def validate(self) -> None:
         checks = [

@@ -41,6 +41,7 @@ class Options:
     batch_size: int | None = None
     target_train_acc: float | None = None
     eval_steps: int | None = None
+    fast: bool | None = None
     #: experiment-specific parameters (CLI: --set key=value), e.g. kernel=gaussian for kernels
     extra: dict[str, Any] = field(default_factory=dict)
 
