@@ -22,10 +22,11 @@ from .models import build_model, count_parameters, list_models, register_model  
 from .report import write_report  # noqa: E402
 from .results import export, load, load_model  # noqa: E402
 from .spec import Recipe, RunSpec  # noqa: E402
+from .theory import theorem1  # noqa: E402
 
 __all__ = [
     "Dataset", "GenlabError", "Options", "Recipe", "RunSpec", "apply_condition",
     "build_model", "count_parameters", "export", "list_conditions", "list_datasets",
     "list_experiments", "list_models", "load", "load_dataset", "load_model", "register_dataset",
-    "register_model", "run", "write_report",
+    "register_model", "run", "theorem1", "write_report",
 ]

@@ -167,6 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "evaluation only once the running accuracy reaches the target")
     r.add_argument("--eval-steps", type=_int_at_least(0, "--eval-steps"),
                    help="also evaluate every this many steps (default 0: at epoch ends only)")
+    r.add_argument("--preset", choices=["paper"],
+                   help="paper: the paper's preprocessing and each model's recipe (Inception lr "
+                   "0.1, AlexNet/MLP 0.01); other flags still override")
+    r.add_argument("--preprocess", choices=["normalize", "paper", "none"],
+                   help="input preprocessing: normalize (per channel, default), paper (centre "
+                   "crop 32->28 and per-image whitening), none")
+    r.add_argument("--augment", help="training augmentation on the device: crop, flip, color "
+                   "joined with +, e.g. crop+flip (default: none)")
+    r.add_argument("--dropout", type=_nonneg_float("--dropout"),
+                   help="dropout probability (models with a place for it: alexnet-small)")
     r.add_argument("--out", help="output folder (default: genlab-runs/EXPERIMENT)")
     r.add_argument("--no-report", action="store_true", help="do not write report.html")
     _add_common(r)
@@ -182,6 +192,24 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("out", help="a results folder")
     ex.add_argument("--format", choices=["csv", "parquet", "json"], default="csv")
     ex.add_argument("--dest", help="folder for the files (default: OUT/export)")
+
+    me = sub.add_parser("measure", help="every capacity measure and bound for one saved model",
+                        description="Compute every measure and bound (VC, Dziugaite-Roy, "
+                        "compression) for one weights file written by genlab "
+                        "(OUT/models/HASH.safetensors; its metadata holds the run spec).")
+    me.add_argument("checkpoint", help="a .safetensors weights file written by genlab")
+    me.add_argument("--dataset", help="data set to measure on (default: the run's)")
+    me.add_argument("--model", help="model name (default: the run's)")
+    me.add_argument("--train-size", type=_int_at_least(0, "--train-size"),
+                    help="training examples (default: the run's subset)")
+    me.add_argument("--test-size", type=_int_at_least(0, "--test-size"),
+                    help="test examples (default: the run's subset)")
+    me.add_argument("--set", dest="extra", action="append", type=_key_value, default=[],
+                    metavar="KEY=VALUE", help="bound options as in 'genlab run bounds', e.g. "
+                    "--set dr=false --set dr_samples=500")
+    me.add_argument("--json", action="store_true", help="print the result as JSON")
+    me.add_argument("--data-dir", help="folder holding the data sets (default: $GENLAB_DATA)")
+    me.add_argument("--download", action="store_true", help="download a missing data set")
     return parser
 
 
@@ -207,7 +235,8 @@ def _check_device(device: str) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from .experiments import Options
 
-    keys = [f for f in Options.__dataclass_fields__ if f in vars(args) and f != "extra"]
+    keys = [f for f in Options.__dataclass_fields__ if f in vars(args)
+            and f not in ("extra", "explicit")]
     options = Options(**{k: getattr(args, k) for k in keys}, extra=dict(args.extra))
     out = args.out or str(Path("genlab-runs") / args.experiment)
     return _run(args.experiment, options, out, args, report=not args.no_report)
@@ -231,6 +260,10 @@ def _run(name: str, options, out: str, args: argparse.Namespace, *, report: bool
                     workers=args.workers, executor=args.executor,
                     ray_address=args.ray_address, gpus_per_run=args.gpus_per_run,
                     batched=args.batched)
+    from .distributed import is_main
+
+    if not is_main():  # torchrun: rank 0 summarises and writes the report
+        return 0
     from .experiments import Results
     from .results import load
 
@@ -294,9 +327,36 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_measure(args: argparse.Namespace) -> int:
+    import json
+
+    from .experiments.bounds import DEFAULTS, _check_extra, measure_checkpoint
+
+    params = {**DEFAULTS["extra"], **dict(args.extra)}
+    _check_extra(params)
+    res = measure_checkpoint(args.checkpoint, args.dataset, args.model,
+                             train_size=args.train_size, test_size=args.test_size,
+                             params=params, data_dir=args.data_dir, download=args.download)
+    if args.json:
+        print(json.dumps(res, indent=1, default=str))
+        return 0
+    chance = 1 - 1 / res["num_classes"]
+    for k, v in res.items():
+        if k == "notes":
+            continue
+        text = f"{v:.6g}" if isinstance(v, float) else str(v)
+        if k in ("vc_bound", "dr_bound", "compression_bound"):
+            text += (f"  (test error {res['test_error']:.4f}; "
+                     f"{'VACUOUS' if v >= 1 else 'trivial' if v >= chance else 'non-vacuous'})")
+        print(f"{k:40s} {text}")
+    for n in res["notes"]:
+        print(f"note: {n}")
+    return 0
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": _cmd_demo, "run": _cmd_run, "report": _cmd_report, "list": _cmd_list,
-    "export": _cmd_export,
+    "export": _cmd_export, "measure": _cmd_measure,
 }
 
 if __name__ == "__main__":

@@ -235,8 +235,9 @@ class InceptionSmall(nn.Sequential):
 # --- registry ---------------------------------------------------------------------------------
 
 
-def _alexnet_small(input_shape: Sequence[int], num_classes: int) -> nn.Module:
-    return AlexNetSmall(input_shape, num_classes)
+def _alexnet_small(input_shape: Sequence[int], num_classes: int,
+                   dropout: float = 0.0) -> nn.Module:
+    return AlexNetSmall(input_shape, num_classes, dropout=dropout)
 
 
 def _inception_small(input_shape: Sequence[int], num_classes: int) -> nn.Module:

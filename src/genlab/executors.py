@@ -162,7 +162,8 @@ def batch_groups(specs: list[RunSpec], store: Store) -> tuple[list[list[RunSpec]
             except GenlabError:
                 is_mlp[s.model] = False
         r = s.recipe
-        if (not is_mlp[s.model] or r.eval_steps or store.checkpoint_path(s.hash).exists()
+        if (not is_mlp[s.model] or r.eval_steps or s.augment or s.dropout
+                or s.preprocess != "normalize" or store.checkpoint_path(s.hash).exists()
                 or store.status(s.hash) in ("done", "diverged")):
             rest.append(s)
             continue

@@ -181,6 +181,14 @@ def _walk(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
         yield from mod.named_modules(prefix=names[id(mod)])
 
 
+def _branches(mod: nn.Module) -> bool:
+    """A container whose own forward (not nn.Sequential's) runs parametrised submodules: its
+    forward order (e.g. Inception's parallel branches) is not its registration order."""
+    if next(mod.children(), None) is None or type(mod).forward is nn.Sequential.forward:
+        return False
+    return any(True for _ in mod.parameters())
+
+
 def _own_params(mod: nn.Module) -> bool:
     return any(True for _ in mod.parameters(recurse=False))
 
@@ -236,7 +244,12 @@ def linear_layers(model: nn.Module, input_shape: Sequence[int] | None = None) ->
     """
     layers: list[LayerInfo] = []
     foldable: int | None = None  # index of the layer a BatchNorm here would fold into
+    chain = not callable(getattr(model, "measure_modules", None))
     for name, mod in _walk(model):
+        if chain and _branches(mod):
+            raise GenlabError(f"measures need a chain of layers, but {name or '<model>'!r} "
+                              f"({type(mod).__name__}) has its own forward over parametrised "
+                              "submodules (parallel branches?); define measure_modules()")
         if isinstance(mod, (nn.Linear, nn.Conv2d)):
             layers.append(_layer_from(name, mod))
             foldable = len(layers) - 1

@@ -64,16 +64,25 @@ def resolve_model(name: str) -> ModelFactory:
 
 
 def build_model(
-    name: str | ModelFactory, input_shape: Sequence[int], num_classes: int
+    name: str | ModelFactory, input_shape: Sequence[int], num_classes: int, *,
+    dropout: float = 0.0,
 ) -> nn.Module:
     """Build a model for inputs of shape ``input_shape`` (C, H, W) and ``num_classes`` outputs.
 
-    ``name`` is a registry name, ``package.module:factory``, or a factory callable.
+    ``name`` is a registry name, ``package.module:factory``, or a factory callable. ``dropout``
+    > 0 is passed to factories that take a ``dropout`` keyword (alexnet-small); for any other
+    model it is an error, since the model has no place for it.
     """
     factory = name if callable(name) else resolve_model(name)
     shape = tuple(int(s) for s in input_shape)
+    kw = {}
+    if dropout:
+        if not _takes_dropout(factory):
+            raise GenlabError(f"model {name!r} has no place for dropout; --dropout applies to "
+                              "models whose factory takes a dropout argument (alexnet-small)")
+        kw["dropout"] = float(dropout)
     try:
-        model = factory(input_shape=shape, num_classes=int(num_classes))
+        model = factory(input_shape=shape, num_classes=int(num_classes), **kw)
     except GenlabError:
         raise
     except Exception as e:  # a user's factory failing is bad input, not a genlab bug
@@ -83,6 +92,16 @@ def build_model(
     if not isinstance(model, nn.Module):
         raise GenlabError(f"model factory {name!r} returned {type(model).__name__}, not nn.Module")
     return model
+
+
+def _takes_dropout(factory: ModelFactory) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    return "dropout" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -137,4 +156,5 @@ register_family("mlp", _mlp_family, "MLP with the given hidden widths, e.g. mlp:
 register_model("mlp1x512", _mlp_family("512"), description="MLP 1x512 (paper: 1,209,866 params)")
 register_model("mlp3x512", _mlp_family("512x512x512"),
                description="MLP 3x512 (paper: 1,735,178 params)")
-from . import cnn  # noqa: E402,F401  (registers the paper's CNNs)
+# registers the paper's CNNs, and inception-v3 with the imagefolder data set
+from . import cnn, imagenet  # noqa: E402,F401

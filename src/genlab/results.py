@@ -27,7 +27,8 @@ def runs_frame(rows: list[dict]) -> pd.DataFrame:
         spec = RunSpec.from_dict(json.loads(r["spec"]))
         flat = {"hash": r["hash"], "dataset": spec.dataset, "model": spec.model,
                 "condition": spec.condition, "corruption": corruption_level(spec.condition),
-                "seed": spec.seed, "train_size": spec.train_size, "test_size": spec.test_size}
+                "seed": spec.seed, "train_size": spec.train_size, "test_size": spec.test_size,
+                "preprocess": spec.preprocess, "augment": spec.augment, "dropout": spec.dropout}
         for k, v in spec.to_dict()["recipe"].items():
             flat[_RENAMED.get(k, k)] = v
         for k, v in r.items():

@@ -20,7 +20,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import __version__
+from . import __version__, preprocess
+from .augment import make_augment
 from .conditions import ConditionInfo, apply_condition
 from .datasets import Dataset, load_dataset
 from .models import build_model, count_parameters
@@ -44,20 +45,19 @@ class Prepared:
 
 def prepare(spec: RunSpec, device: torch.device | str = "cpu", *,
             data_dir: str | Path | None = None, download: bool = False) -> Prepared:
-    """Load the spec's data subset, apply its condition, normalise per channel, move to device.
+    """Load the spec's data subset, apply its condition, preprocess, move to device.
 
-    Normalisation uses the clean training subset's per-channel mean and std, computed before
-    the condition, so every condition sees the same input scaling.
+    Preprocessing is ``spec.preprocess`` (genlab.preprocess). Normalisation uses the clean
+    training subset's per-channel mean and std, computed before the condition, so every
+    condition sees the same input scaling.
     """
     data = load_dataset(spec.dataset, data_dir=data_dir, train_size=spec.train_size,
                         test_size=spec.test_size, seed=spec.seed, download=download)
     randomized, info = apply_condition(data, spec.condition, spec.seed)
-    mean = torch.tensor(data.mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(data.std, dtype=torch.float32).clamp_min(1e-6).view(1, -1, 1, 1)
     device = torch.device(device)
 
-    def norm(x: torch.Tensor) -> torch.Tensor:
-        return ((x - mean) / std).to(device).contiguous()
+    def norm(x: torch.Tensor) -> torch.Tensor:  # spec.preprocess: normalize, paper or none
+        return preprocess.apply(spec.preprocess, x, data.mean, data.std).to(device).contiguous()
 
     return Prepared(spec, randomized, info, norm(randomized.x_train),
                     randomized.y_train.to(device), norm(randomized.x_test),
@@ -98,7 +98,8 @@ def _execute_claimed(spec: RunSpec, store: Store, device: torch.device,
     run_hash = spec.hash
     prep = prepare(spec, device, data_dir=data_dir, download=download)
     torch.manual_seed(spec.seed)
-    model = build_model(spec.model, prep.data.input_shape, prep.data.num_classes).to(device)
+    model = build_model(spec.model, tuple(prep.x_train.shape[1:]), prep.data.num_classes,
+                        dropout=spec.dropout).to(device)
     state, opt_state, gen_state = None, None, None
     ckpt = store.checkpoint_path(run_hash)
     if ckpt.exists():
@@ -117,7 +118,7 @@ def _execute_claimed(spec: RunSpec, store: Store, device: torch.device,
     result = train(model, prep.x_train, prep.y_train, prep.x_test, prep.y_test, spec.recipe,
                    seed=spec.seed, state=state, optimizer_state=opt_state,
                    generator_state=gen_state, checkpoint=on_epoch, progress=progress,
-                   label=f"{spec.model} {spec.condition}")
+                   label=f"{spec.model} {spec.condition}", augment=make_augment(spec.augment))
     record_result(spec, store, prep, model, result, device)
 
 
@@ -132,9 +133,9 @@ def record_result(spec: RunSpec, store: Store, prep: Prepared, model: nn.Module,
         "labels_changed": prep.info.labels_changed, "n_train": len(prep.y_train),
         "n_test": len(prep.y_test), "n_params": count_parameters(model),
     }
-    extra = {"input_shape": list(prep.data.input_shape), "num_classes": prep.data.num_classes,
-             "source": prep.data.source, "preprocessing": "per-channel normalization",
-             "condition": prep.info.condition}
+    extra = {"input_shape": list(prep.x_train.shape[1:]), "num_classes": prep.data.num_classes,
+             "source": prep.data.source, "preprocessing": preprocess.describe(spec.preprocess),
+             "augmentation": spec.augment or "none", "condition": prep.info.condition}
     if result.status == "done":
         _save_weights(store.model_path(spec.hash), model, spec)
     store.finish(spec.hash, status=result.status, reason=result.reason, metrics=metrics,

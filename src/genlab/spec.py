@@ -82,9 +82,19 @@ class RunSpec:
     test_size: int = 0
     seed: int = 0
     recipe: Recipe = field(default_factory=Recipe)
+    #: input preprocessing (genlab.preprocess): normalize (per channel), paper, none
+    preprocess: str = "normalize"
+    #: on-device training augmentation (genlab.augment), e.g. "", crop, crop+flip, crop+color
+    augment: str = ""
+    #: dropout probability, for models with a place for it (alexnet-small)
+    dropout: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        # the regularizer fields appear only when set, so runs without them keep their hashes
+        for k, default in (("preprocess", "normalize"), ("augment", ""), ("dropout", 0.0)):
+            if d[k] == default:
+                del d[k]
         d["spec_version"] = SPEC_VERSION
         return d
 
@@ -117,4 +127,11 @@ class RunSpec:
             raise GenlabError(f"--test-size must be >= 0 (0 = whole split), got {self.test_size}")
         if self.seed < 0:
             raise GenlabError(f"--seeds must be >= 0, got {self.seed}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise GenlabError(f"--dropout must be in [0, 1), got {self.dropout}")
+        from .augment import parse_augment
+        from .preprocess import check_preprocess
+
+        check_preprocess(self.preprocess)
+        parse_augment(self.augment)
         self.recipe.validate()

@@ -27,6 +27,7 @@ from .executors import (
 )
 from .experiments import Experiment, Options, Task, TaskContext, get_experiment
 from .models import build_model
+from .preprocess import output_shape
 from .results import load
 from .runner import versions
 from .spec import RunSpec
@@ -65,8 +66,10 @@ def plan(name: str, options: Options | None = None, *, data_dir: str | Path | No
         d = load_dataset(key[0], data_dir=data_dir, train_size=key[1], test_size=key[2],
                          seed=key[3], download=download)
         shapes[key[0]] = (d.input_shape, d.num_classes)
-    for model, dataset in {(s.model, s.dataset) for s in specs}:
-        build_model(model, *shapes[dataset])
+    for model, dataset, pre, dropout in {(s.model, s.dataset, s.preprocess, s.dropout)
+                                         for s in specs}:
+        shape, k = shapes[dataset]
+        build_model(model, output_shape(pre, shape), k, dropout=dropout)
     return Plan(exp, o, specs, tasks)
 
 
@@ -84,6 +87,11 @@ def run_plan(p: Plan, out: str | Path, *, device: str = "auto",
     ``batched``: with one local process, train groups of same-shaped MLPs as one stacked model:
     ``on``, ``off``, or ``auto`` (time a few steps both ways, take the faster).
     """
+    from . import distributed
+
+    if distributed.active():  # started by torchrun: all processes train each run together
+        return distributed.run_plan(p, out, device=device, data_dir=data_dir, download=download,
+                                    quiet=quiet, checkpoint_every_s=checkpoint_every_s)
     if executor not in ("local", "ray"):
         raise GenlabError(f"unknown executor {executor!r}; choose local or ray")
     if executor == "ray":

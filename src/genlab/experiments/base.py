@@ -42,12 +42,22 @@ class Options:
     target_train_acc: float | None = None
     eval_steps: int | None = None
     fast: bool | None = None
+    #: ``paper``: the paper's preprocessing and each model's named recipe (genlab.recipes)
+    preset: str | None = None
+    preprocess: str | None = None
+    augment: str | None = None
+    dropout: float | None = None
+    #: names of the options the caller set (filled by with_defaults), so presets yield to them
+    explicit: tuple[str, ...] | None = None
     #: experiment-specific parameters (CLI: --set key=value), e.g. kernel=gaussian for kernels
     extra: dict[str, Any] = field(default_factory=dict)
 
     def with_defaults(self, defaults: dict[str, Any]) -> Options:
         """A copy with every ``None`` replaced by ``defaults`` (and then by built-in defaults)."""
         out = Options(**{f.name: getattr(self, f.name) for f in fields(self)})
+        if out.explicit is None:
+            out.explicit = tuple(f.name for f in fields(self) if f.name != "extra"
+                                 and getattr(self, f.name) is not None)
         for k, v in defaults.items():
             if k == "extra":
                 out.extra = {**v, **self.extra}
@@ -59,6 +69,11 @@ class Options:
         kw = {f.name: getattr(self, f.name) for f in fields(Recipe)
               if getattr(self, f.name, None) is not None}
         return Recipe(**kw)
+
+    def overrides(self) -> dict[str, Any]:
+        """The recipe fields the caller set explicitly (they win over a named recipe)."""
+        names = {f.name for f in fields(Recipe)}
+        return {k: getattr(self, k) for k in (self.explicit or ()) if k in names}
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

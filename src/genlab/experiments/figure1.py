@@ -14,6 +14,7 @@ import pandas as pd
 from .. import paper
 from ..conditions import canonical_condition
 from ..plots import new_figure, save_figure
+from ..recipes import check_preset, recipe_for
 from ..spec import RunSpec
 from .base import Claim, Experiment, Figure, Options, Results, Section, register_experiment
 
@@ -43,10 +44,19 @@ def conditions_of(o: Options) -> list[str]:
 
 
 def grid(o: Options) -> list[RunSpec]:
-    recipe = o.recipe()
+    """Models x seeds x conditions. ``--preset paper``: the paper's preprocessing and each
+    model's named recipe (genlab.recipes), with any flag the user gave winning."""
+    check_preset(o.preset)
+    paper_preset = o.preset == "paper"
+    pre = o.preprocess or ("paper" if paper_preset else "normalize")
+
+    def recipe(model: str):
+        return recipe_for(model, o.overrides()) if paper_preset else o.recipe()
+
     return [
         RunSpec(dataset=o.dataset, model=m, condition=c, train_size=o.train_size,
-                test_size=o.test_size, seed=s, recipe=recipe)
+                test_size=o.test_size, seed=s, recipe=recipe(m), preprocess=pre,
+                augment=o.augment or "", dropout=o.dropout or 0.0)
         for m in o.models for s in o.seeds for c in conditions_of(o)
     ]
 

@@ -1,0 +1,183 @@
+"""Experiments ``bounds`` and ``uniform-convergence``, ``genlab measure``, hyperspheres, the
+compression code-length accounting and the Dziugaite-Roy certification path."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import genlab
+from genlab.cli import main
+
+TINY = ["--dataset", "digits-binary", "--model", "mlp:32", "--train-size", "200",
+        "--test-size", "100", "--epochs", "30", "--corruptions", "0,1", "--device", "cpu",
+        "--workers", "1", "--quiet", "--no-report",
+        "--set", "dr_steps=20", "--set", "dr_samples=4", "--set", "comp_epochs=1",
+        "--set", "comp_dim=16", "--set", "comp_levels=4", "--set", "sharpness=false"]
+FAST = ["--set", "dr_steps=10", "--set", "dr_samples=3", "--set", "comp_epochs=1",
+        "--set", "comp_dim=16", "--set", "comp_levels=4", "--set", "sharpness=false"]
+
+
+@pytest.fixture(scope="module")
+def bounds_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bounds")
+    torch.set_num_threads(1)
+    assert main(["run", "bounds", *TINY, "--out", str(out)]) == 0
+    return out
+
+
+def _one_line_error(capsys, argv):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_bounds_end_to_end(bounds_out):
+    tasks = genlab.load(bounds_out, "bounds", tasks=True)
+    done = tasks[tasks["status"] == "done"]
+    assert len(done) == 2, tasks[["status", "reason"]]
+    for _, r in done.iterrows():
+        for b in ("vc_bound", "dr_bound", "compression_bound"):
+            assert 0.0 <= r[b] <= 1.0 and math.isfinite(r[b])
+        assert r["dr_n_samples"] == 4 and r["dr_delta"] == 0.025 and r["dr_delta_prime"] == 0.01
+        assert r["dr_emp_risk_upper"] >= r["dr_emp_risk_hat"]
+        assert r["comp_code_bits"] > r["comp_message_bits"] > 0
+        assert "measure_path_norm" in r
+    from genlab.experiments import Results, get_experiment
+
+    res = Results(genlab.load(bounds_out, "bounds"), genlab.load(bounds_out, curves=True), tasks)
+    sec = get_experiment("bounds").report(res, Path(bounds_out))
+    names = [t[0] for t in sec.tables]
+    assert "Bounds vs measured test error" in names
+    assert any("rise with label corruption" in n for n in sec.notes)
+    assert any("Dziugaite-Roy" in c.claim for c in sec.claims)
+
+
+def test_measure_command_on_saved_model(bounds_out, capsys):
+    files = sorted((Path(bounds_out) / "models").glob("*.safetensors"))
+    assert files
+    argv = ["measure", str(files[0]), "--json", *FAST]
+    assert main(argv) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["dataset"] == "digits-binary" and 0 <= res["dr_bound"] <= 1
+    assert res["measure_n_params"] > 0
+
+
+def test_measure_bad_inputs(capsys, tmp_path):
+    assert "no such checkpoint" in _one_line_error(capsys, ["measure", str(tmp_path / "x")])
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file at all")
+    assert "safetensors" in _one_line_error(capsys, ["measure", str(bad)])
+    from safetensors.torch import save_file
+
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(plain))
+    assert "--dataset" in _one_line_error(capsys, ["measure", str(plain)])
+    assert "dr_samples" in _one_line_error(capsys, ["measure", str(plain), "--set",
+                                                    "dr_samples=1"])
+
+
+def test_bad_experiment_settings_one_line(capsys, tmp_path):
+    out = str(tmp_path / "o")
+    _one_line_error(capsys, ["run", "bounds", *TINY[:-12], "--set", "dr_samples=1", "--out", out])
+    _one_line_error(capsys, ["run", "bounds", "--set", "nope=1", "--out", out])
+    _one_line_error(capsys, ["run", "uniform-convergence", "--set", "m_max=100", "--out", out])
+    _one_line_error(capsys, ["run", "uniform-convergence", "--set", "scale=huge", "--out", out])
+    assert not Path(out).exists()
+
+
+def test_uniform_convergence_end_to_end(tmp_path):
+    out = tmp_path / "uc"
+    argv = ["run", "uniform-convergence", "--set", "d=50", "--set", "width=64", "--set",
+            "m_min=16", "--set", "m_max=32", "--test-size", "100", "--device", "cpu",
+            "--workers", "1", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    tasks = genlab.load(out, "uniform-convergence", tasks=True)
+    assert list(tasks["status"]) == ["done", "done"]
+    assert set(tasks["m"]) == {16, 32}
+    for col in ("test_error", "s_prime_error", "dist_from_init", "bft_bound_measure"):
+        assert tasks[col].notna().all()
+    assert (out / "report.html").exists()
+
+
+def test_hyperspheres_and_s_prime():
+    from genlab.hyperspheres import flip_to_other_sphere, sample_hyperspheres
+
+    x, y = sample_hyperspheres(200, 1000, seed=3)
+    norms = x.double().norm(dim=1)
+    assert torch.allclose(norms[y == 0], torch.ones(int((y == 0).sum()), dtype=torch.float64),
+                          atol=1e-6)
+    assert torch.allclose(norms[y == 1], torch.full((int((y == 1).sum()),), 1.1,
+                                                    dtype=torch.float64), atol=1e-6)
+    assert int((y == 0).sum()) == 100
+    xs, ys = flip_to_other_sphere(x, y)
+    assert torch.equal(ys, 1 - y)
+    ns = xs.double().norm(dim=1)
+    assert torch.allclose(ns, torch.where(ys == 0, 1.0, 1.1).double(), atol=1e-6)
+    # same direction
+    cos = (xs.double() * x.double()).sum(1) / (ns * norms)
+    assert torch.allclose(cos, torch.ones_like(cos), atol=1e-6)
+    data = genlab.load_dataset("hyperspheres-d50", train_size=64, test_size=32)
+    assert data.input_shape == (1, 1, 50) and data.num_classes == 2
+    assert int(data.y_train.sum()) == 32
+
+
+def test_binary_wrapper():
+    d = genlab.load_dataset("digits-binary")
+    full = genlab.load_dataset("digits")
+    assert d.num_classes == 2
+    assert set(d.y_train.tolist()) == {0, 1}
+    assert torch.equal(d.y_train, (full.y_train >= 5).long())
+    assert torch.equal(d.y_test, (full.y_test >= 5).long())
+
+
+def test_code_length_hand_computed():
+    from genlab.compression import code_length
+
+    # 8 symbols, counts [4, 2, 2, 0] over L=4 levels:
+    # ideal = 4*1 + 2*2 + 2*2 = 12 bits -> arithmetic coder <= 12 + 2 = 14 bits
+    # counts: 4 levels * ceil(log2(9)) = 4 * 4 = 16; codebook 4 * 32 = 128
+    # hyper: Elias gamma(8) = 7, Elias gamma(4) = 5, log2(1 config) = 0
+    cl = code_length(np.array([0, 0, 0, 0, 1, 1, 2, 2]), 4)
+    assert cl.message_bits == 14
+    assert cl.counts_bits == 16 and cl.codebook_bits == 128 and cl.hyper_bits == 12
+    assert cl.total == 14 + 16 + 128 + 12
+    cl2 = code_length(np.array([0, 1, 1, 0]), 2, float_bits=16, n_configs=4)
+    # ideal 4 bits + 2; counts 2*ceil(log2 5)=6; codebook 32; gamma(4)=5 + gamma(2)=3 + 2
+    assert cl2.total == 6 + 6 + 32 + 10
+    from genlab.errors import GenlabError
+
+    with pytest.raises(GenlabError):
+        code_length(np.array([0, 5]), 2)
+
+
+def test_kron_projection_reconstructible():
+    from genlab.compression import KronProjection
+
+    z = torch.randn(20)
+    a, b = KronProjection(1000, 20, seed=5), KronProjection(1000, 20, seed=5)
+    assert torch.equal(a(z), b(z)) and a(z).shape == (1000,)
+    assert not torch.equal(a(z), KronProjection(1000, 20, seed=6)(z))
+
+
+def test_pacbayes_certification_uses_many_samples_and_both_deltas():
+    from genlab.errors import GenlabError
+    from genlab.models import build_model
+    from genlab.pacbayes import StochasticMLP, certify
+
+    torch.manual_seed(0)
+    init = build_model("mlp:8", (1, 1, 4), 2)
+    net = build_model("mlp:8", (1, 1, 4), 2)
+    x, y = torch.randn(50, 1, 1, 4), torch.randint(0, 2, (50,))
+    q = StochasticMLP(net, 1e-2)
+    with pytest.raises(GenlabError, match="n_samples > 1"):
+        certify(q, init, x, y, n_samples=1)
+    cert, errs = certify(q, init, x, y, n_samples=7)
+    assert cert.n_samples == 7 and len(errs) == 7
+    assert cert.delta == 0.025 and cert.delta_prime == 0.01
+    assert math.isclose(cert.confidence, 1 - 0.025 - 0.01)
+    assert cert.emp_risk_upper > cert.emp_risk_hat and 0 <= cert.bound <= 1
