@@ -154,8 +154,8 @@ def run_plan(p: Any, out: str | Path, *, device: str = "auto",
 
     from .experiments import TaskContext
     from .results import load
-    from .runner import versions
     from .store import Store
+    from .sweep import run_tasks
 
     rank, world, _ = env()  # type: ignore[misc]
     dev = init(device)
@@ -193,28 +193,14 @@ def run_plan(p: Any, out: str | Path, *, device: str = "auto",
     if rank != 0:
         return pd.DataFrame()
     ctx = TaskContext(out=Path(out), device=str(dev), data_dir=data_dir, download=download)
-    for task in p.tasks:
-        if not store.claim_task(task.hash, task.kind, task.to_json()):
-            continue
-        t0 = time.perf_counter()
-        try:
-            result = task.fn(task.params, ctx)
-        except Exception as e:  # recorded; the sweep goes on
-            store.finish_task(task.hash, status="error", reason=f"{type(e).__name__}: {e}",
-                              result={}, versions=versions(),
-                              wall_time_s=time.perf_counter() - t0)
-            _say(quiet, f"[task] {task.kind}: error: {type(e).__name__}: {e}")
-            continue
-        store.finish_task(task.hash, status="done", reason="", result=result,
-                          versions=versions(), wall_time_s=time.perf_counter() - t0)
+    run_tasks(p.tasks, store, ctx, quiet)
     return load(out, p.experiment.name)
 
 
 def _train_one(spec: Any, store: Any, dev: torch.device, rank: int, world: int,
                data_dir: str | Path | None, download: bool, checkpoint_every_s: float) -> None:
     from .augment import make_augment
-    from .models import build_model
-    from .runner import load_checkpoint, prepare, record_result, save_checkpoint
+    from .runner import build_run_model, load_checkpoint, prepare, record_result, save_checkpoint
     from .train import TrainState, train
 
     prep = prepare(spec, dev, data_dir=data_dir, download=download)
@@ -227,10 +213,7 @@ def _train_one(spec: Any, store: Any, dev: torch.device, rank: int, world: int,
     dist.all_gather_object(digests, digest)
     if len(set(digests)) != 1:
         raise RuntimeError(f"ranks hold different training labels: {digests}")
-    torch.manual_seed(spec.seed)
-    # built as runner._execute_claimed builds it (preprocessing may change the input shape)
-    model = build_model(spec.model, tuple(prep.x_train.shape[1:]), prep.data.num_classes,
-                        dropout=spec.dropout).to(dev)
+    model = build_run_model(spec, prep, dev)
     resume = None
     ckpt = store.checkpoint_path(spec.hash) if store is not None else None
     if ckpt is not None and ckpt.exists():

@@ -183,16 +183,14 @@ def probe_batched(group: list[RunSpec], device: str, data_dir: Any, download: bo
     import torch
 
     from .batched import train_batched
-    from .models import build_model
-    from .runner import prepare
+    from .runner import build_run_model, prepare
     from .train import resolve_device, train
 
     dev = resolve_device(device)
     preps = [prepare(s, dev, data_dir=data_dir, download=download) for s in group]
 
     def models():
-        return [build_model(s.model, p.data.input_shape, p.data.num_classes).to(dev)
-                for s, p in zip(group, preps)]
+        return [build_run_model(s, p, dev) for s, p in zip(group, preps)]
 
     def batched(n: int) -> float:
         rs = [replace(s.recipe, max_steps=n, target_train_acc=0.0) for s in group]
@@ -220,11 +218,8 @@ def run_batched(group: list[RunSpec], store: Store, *, device: str, data_dir: An
 
     Batched runs are not checkpointed mid-way: a group killed part-way starts over.
     """
-    import torch
-
     from .batched import train_batched
-    from .models import build_model
-    from .runner import prepare, record_result
+    from .runner import build_run_model, prepare, record_result
     from .train import resolve_device
 
     claimed = [s for s in group if store.claim(s.hash, s.to_json())]
@@ -236,11 +231,7 @@ def run_batched(group: list[RunSpec], store: Store, *, device: str, data_dir: An
     dev = resolve_device(device)
     try:
         preps = [prepare(s, dev, data_dir=data_dir, download=download) for s in claimed]
-        models = []
-        for s, p in zip(claimed, preps):
-            torch.manual_seed(s.seed)  # the same initial weights as a run on its own
-            models.append(build_model(s.model, p.data.input_shape,
-                                      p.data.num_classes).to(dev))
+        models = [build_run_model(s, p, dev) for s, p in zip(claimed, preps)]
         results = train_batched(models, *_stacked(preps), [s.recipe for s in claimed],
                                 [s.seed for s in claimed])
         for s, p, m, r in zip(claimed, preps, models, results):

@@ -92,14 +92,23 @@ def execute(spec: RunSpec, store: Store, *, device: str = "auto",
     return True
 
 
+def build_run_model(spec: RunSpec, prep: Prepared, device: torch.device | str) -> nn.Module:
+    """The spec's model at its initial weights (seeded), sized for the prepared inputs.
+
+    Every way of training a run (alone, stacked, data-parallel) builds it here, so they all
+    start from the same weights; the input shape is the preprocessed one (a crop changes it).
+    """
+    torch.manual_seed(spec.seed)
+    return build_model(spec.model, tuple(prep.x_train.shape[1:]), prep.data.num_classes,
+                       dropout=spec.dropout).to(device)
+
+
 def _execute_claimed(spec: RunSpec, store: Store, device: torch.device,
                      data_dir: str | Path | None, download: bool, progress: bool,
                      checkpoint_every_s: float) -> None:
     run_hash = spec.hash
     prep = prepare(spec, device, data_dir=data_dir, download=download)
-    torch.manual_seed(spec.seed)
-    model = build_model(spec.model, tuple(prep.x_train.shape[1:]), prep.data.num_classes,
-                        dropout=spec.dropout).to(device)
+    model = build_run_model(spec, prep, device)
     state, opt_state, gen_state = None, None, None
     ckpt = store.checkpoint_path(run_hash)
     if ckpt.exists():

@@ -260,19 +260,16 @@ class Store:
                         time.time(), task_hash))
 
     def tasks(self, experiment: str | None = None) -> list[dict[str, Any]]:
-        q = "SELECT * FROM tasks"
-        args: tuple = ()
-        if experiment is not None:
-            q += " WHERE hash IN (SELECT hash FROM experiment_runs WHERE experiment = ?)"
-            args = (experiment,)
-        with self._connect() as db:
-            db.row_factory = sqlite3.Row
-            return [dict(r) for r in db.execute(q + " ORDER BY started", args)]
+        """Task rows, all or those ``experiment`` asked for."""
+        return self._select("tasks", experiment)
 
     # -- reading ------------------------------------------------------------------------------
     def runs(self, experiment: str | None = None) -> list[dict[str, Any]]:
-        q = "SELECT * FROM runs"
-        args: tuple = ()
+        """Run rows, all or those ``experiment`` asked for."""
+        return self._select("runs", experiment)
+
+    def _select(self, table: str, experiment: str | None) -> list[dict[str, Any]]:
+        q, args = f"SELECT * FROM {table}", ()
         if experiment is not None:
             q += " WHERE hash IN (SELECT hash FROM experiment_runs WHERE experiment = ?)"
             args = (experiment,)

@@ -129,8 +129,14 @@ def run_plan(p: Plan, out: str | Path, *, device: str = "auto",
                   download=download, progress=show_progress(quiet) and n_workers == 1,
                   checkpoint_every_s=checkpoint_every_s, report=report)
     ctx = TaskContext(out=Path(out), device=device, data_dir=data_dir, download=download)
-    for i, task in enumerate(p.tasks, 1):
-        tag = f"[task {i}/{len(p.tasks)}] {task.kind} {task.params}"
+    run_tasks(p.tasks, store, ctx, quiet)
+    return load(out, p.experiment.name)
+
+
+def run_tasks(tasks: list[Task], store: Store, ctx: TaskContext, quiet: bool) -> None:
+    """Run the tasks not yet done, after the runs they may read; errors are recorded."""
+    for i, task in enumerate(tasks, 1):
+        tag = f"[task {i}/{len(tasks)}] {task.kind} {task.params}"
         if not store.claim_task(task.hash, task.kind, task.to_json()):
             _say(quiet, f"{tag}: already done")
             continue
@@ -150,7 +156,6 @@ def run_plan(p: Plan, out: str | Path, *, device: str = "auto",
         store.finish_task(task.hash, status="done", reason="", result=result,
                           versions=versions(), wall_time_s=time.perf_counter() - t0)
         _say(quiet, f"{tag}: done ({time.perf_counter() - t0:.1f} s)")
-    return load(out, p.experiment.name)
 
 
 def _run_batchable(specs: list[RunSpec], store: Store, mode: str, device: str, data_dir,
