@@ -1,4 +1,4 @@
-"""Many models at once: K stacked MLPs must train exactly like K one-by-one runs."""
+"""Many models at once: K stacked MLPs or CNNs must train exactly like K one-by-one runs."""
 
 import pytest
 import torch
@@ -95,3 +95,172 @@ def test_sweep_trains_batchable_groups_stacked_with_the_same_results(tmp_path):
                                                               "epochs"]])
     assert (abs(b["test_acc"] - s["test_acc"]) <= 0.02).all()
     assert len(list((tmp_path / "b" / "models").glob("*.safetensors"))) == 3
+
+
+# --- CNNs: grouped convolutions with per-model BatchNorm statistics ---------------------------
+
+def _cnn_data(k, n, n_test, shape, classes=3):
+    """Model k's own random pixels and labels (as K conditions would give), float64: the
+    one-by-one trainer itself changes its float32 result by ~0.1 in BatchNorm statistics with
+    the thread count after a few steps of small Inception, so only float64 can tell a real
+    difference from rounding."""
+    g = torch.Generator().manual_seed(0)
+    return (torch.randn(k, n, *shape, generator=g, dtype=torch.float64),
+            torch.randint(0, classes, (k, n), generator=g),
+            torch.randn(k, n_test, *shape, generator=g, dtype=torch.float64),
+            torch.randint(0, classes, (k, n_test), generator=g))
+
+
+def _cnn_models(name, shape, k, classes=3):
+    out = []
+    for seed in range(k):
+        torch.manual_seed(seed)
+        out.append(build_model(name, shape, classes).double())
+    return out
+
+
+def _assert_same_runs(singles, batched, models, fresh):
+    for one, many, m1, m2 in zip(singles, batched, models, fresh):
+        assert many.status == one.status
+        assert (many.state.step, many.state.epoch) == (one.state.step, one.state.epoch)
+        assert many.state.steps_to_fit == one.state.steps_to_fit
+        assert len(many.history) == len(one.history)
+        for a, b in zip(one.history, many.history):
+            for key in ("epoch", "step", "train_acc", "test_acc"):
+                assert b[key] == a[key], key
+            for key in ("lr", "train_loss", "test_loss", "running_loss"):
+                assert b[key] == pytest.approx(a[key], rel=1e-5), key
+        sd1, sd2 = m1.state_dict(), m2.state_dict()
+        assert sd1.keys() == sd2.keys()
+        for key in sd1:  # weights and BatchNorm running statistics and batch counts
+            torch.testing.assert_close(sd2[key], sd1[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+@pytest.mark.parametrize("name,shape,epochs,targets", [
+    ("alexnet-small", (1, 8, 8), 3, (0.0, 1.0, 0.5)),
+    ("inception-small", (1, 15, 15), 2, (0.0, 1.0, 0.5)),
+])
+def test_batched_cnns_equal_one_by_one(name, shape, epochs, targets, one_thread):
+    from genlab.augment import make_augment
+
+    recipes = [Recipe(lr=0.05, batch_size=8, epochs=epochs, lr_decay=0.9,
+                      target_train_acc=targets[0]),
+               Recipe(lr=0.02, batch_size=8, epochs=epochs, momentum=0.5, weight_decay=1e-3,
+                      decay_every=1, target_train_acc=targets[1]),
+               Recipe(lr=0.05, batch_size=8, epochs=epochs, target_train_acc=targets[2])]
+    # AlexNet: each model its own augmentation, from its own generator
+    augments = ([make_augment("crop+flip"), make_augment("flip"), None]
+                if name == "alexnet-small" else [None] * 3)
+    x, y, xt, yt = _cnn_data(3, 16, 4, shape)
+    models = _cnn_models(name, shape, 3)
+    singles = [train(m, x[k], y[k], xt[k], yt[k], recipes[k], seed=k, augment=augments[k])
+               for k, m in enumerate(models)]
+    fresh = _cnn_models(name, shape, 3)
+    batched = train_batched(fresh, x, y, xt, yt, recipes, [0, 1, 2], augments=augments)
+    _assert_same_runs(singles, batched, models, fresh)
+    # the third model stopped early (masked, its BatchNorm statistics frozen at that step)
+    # while the others went on
+    assert batched[2].state.steps_to_fit is not None
+    assert batched[2].state.epoch < batched[0].state.epoch == epochs
+    # and the models really trained
+    assert any(not torch.equal(a, b) for a, b in zip(fresh[0].state_dict().values(),
+                                                      _cnn_models(name, shape, 1)[0]
+                                                      .state_dict().values()))
+
+
+@pytest.mark.parametrize("name,shape", [("alexnet-small", (3, 8, 8)),
+                                        ("inception-small", (3, 15, 15)),
+                                        ("inception-small-nobn", (1, 16, 16))])
+def test_stacked_cnn_forward_matches_each_model_and_keeps_them_apart(name, shape):
+    from genlab.stacked import stack_models
+
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(build_model(name, shape, 10))
+    stacked = stack_models(models)
+    x = torch.randn(3, 4, *shape)
+    out = stacked(x)  # training mode: BatchNorm uses batch statistics and updates running ones
+    for k, m in enumerate(models):
+        torch.testing.assert_close(out[k], m(x[k]), rtol=1e-4, atol=1e-5)
+    check = _cnn_models(name, shape, 3, classes=10)  # fresh copies receive the stacked state
+    stacked.write_back(check)
+    for m, c in zip(models, check):
+        for (key, a), b in zip(m.state_dict().items(), c.state_dict().values()):
+            torch.testing.assert_close(b.float(), a.float(), rtol=1e-4, atol=1e-6, msg=key)
+    # model 0 never sees model 1's pixels: not through LRN's channel window, not through
+    # BatchNorm statistics, not through the Inception concatenations
+    stacked.eval()
+    x2 = x.clone()
+    x2[1] = 1000 * torch.randn_like(x2[1])
+    torch.testing.assert_close(stacked(x2)[0], stacked(x)[0], rtol=0, atol=0)
+    stacked.train()
+    before = stacked(x)[0]
+    torch.testing.assert_close(stacked(x2)[0], before, rtol=1e-5, atol=1e-6)
+
+
+def test_lrn_runs_per_model():
+    """LRN with its 9-channel window at the boundary of two models' channel blocks."""
+    from genlab.cnn import TFLocalResponseNorm
+    from genlab.stacked import stack_models
+
+    class Net(torch.nn.Sequential):
+        def __init__(self):
+            super().__init__(torch.nn.Conv2d(1, 4, 1), TFLocalResponseNorm(4, alpha=1.0),
+                             torch.nn.Flatten(), torch.nn.Linear(16, 2))
+
+    models = [Net() for _ in range(2)]
+    x = torch.randn(2, 3, 1, 2, 2)
+    x[1] *= 100  # large activations in model 1 would shrink model 0's last channels if mixed
+    out = stack_models(models)(x)
+    for k, m in enumerate(models):
+        torch.testing.assert_close(out[k], m(x[k]))
+
+
+@pytest.mark.parametrize("build,match", [
+    (lambda: build_model("alexnet-small", (1, 8, 8), 3, dropout=0.5), "dropout"),
+    (lambda: torch.nn.Sequential(torch.nn.Conv1d(1, 2, 1), torch.nn.Flatten(),
+                                 torch.nn.Linear(8, 2)), "Conv1d"),
+    (lambda: torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1, padding_mode="reflect"),
+                                 torch.nn.Flatten(), torch.nn.Linear(8, 2)), "padding_mode"),
+])
+def test_unstackable_models_are_refused_by_name(build, match):
+    from genlab.stacked import stack_models
+
+    with pytest.raises(genlab.GenlabError, match=match):
+        stack_models([build(), build()])
+
+
+@pytest.mark.parametrize("change,match", [(dict(eval_steps=2), "eval-steps"),
+                                          (dict(fast=True), "fast"),
+                                          (dict(compile="eager"), "compile"),
+                                          (dict(target_margin=1.0), "target-margin"),
+                                          (dict(epochs=3), "share epochs")])
+def test_batched_refuses_what_it_does_not_implement(change, match):
+    import dataclasses
+
+    x, y, xt, yt = _cnn_data(2, 8, 4, (1, 4, 4))
+    models = [build_model("mlp:8", (1, 4, 4), 3).double() for _ in range(2)]
+    base = Recipe(batch_size=4, epochs=2)
+    with pytest.raises(genlab.GenlabError, match=match):
+        train_batched(models, x, y, xt, yt, [base, dataclasses.replace(base, **change)], [0, 1])
+
+
+def test_sweep_stacks_cnn_groups_and_says_so(tmp_path, capsys):
+    from genlab.cli import main
+
+    args = ["run", "grid", "--dataset", "digits", "--train-size", "60", "--test-size", "30",
+            "--model", "alexnet-small", "--conditions", "true,random-labels,corrupt:0.5",
+            "--epochs", "2", "--lr", "0.01", "--batch-size", "20", "--workers", "1",
+            "--target", "0", "--no-report", "--device", "cpu"]
+    assert main([*args, "--batched", "on", "--out", str(tmp_path / "b")]) == 0
+    assert "3 x alexnet-small: batched" in capsys.readouterr().err
+    assert main([*args, "--batched", "off", "--out", str(tmp_path / "s"), "--quiet"]) == 0
+    cols = ["hash", "status", "steps", "epochs", "train_acc", "test_acc", "train_loss",
+            "batched"]
+    b = genlab.load(tmp_path / "b").sort_values("hash")[cols].reset_index(drop=True)
+    s = genlab.load(tmp_path / "s").sort_values("hash")[cols].reset_index(drop=True)
+    assert len(b) == 3 and (b["status"] == "done").all()
+    assert (b["batched"] == 3).all() and (s["batched"] == 0).all()
+    assert b[["hash", "steps", "epochs"]].equals(s[["hash", "steps", "epochs"]])
+    assert (abs(b["train_loss"] - s["train_loss"]) <= 1e-4).all()

@@ -241,6 +241,82 @@ def test_compression_helpers():
         B.compression_kl_nats(-1)
 
 
+def test_encoded_quantized_model_hand_computed_and_decodes():
+    import numpy as np
+
+    from genlab.compression import code_length, decode_quantized, encode_quantized
+
+    # d = 8 symbols with counts [4, 2, 2, 0] over L = 4 levels, by hand:
+    # Elias gamma(8) = 7 + gamma(4) = 5 bits; counts 4 * ceil(log2 9) = 16; codebook 4 * 32;
+    # payload: probabilities 1/2, 1/4, 1/4 are dyadic, so exactly 4*1 + 2*2 + 2*2 = 12 bits.
+    a = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    cb = np.array([-0.5, 0.25, 1.5, 3.0], dtype=np.float32)
+    enc = encode_quantized(a, cb)
+    assert (enc.header_bits, enc.config_bits, enc.counts_bits, enc.codebook_bits,
+            enc.payload_bits) == (12, 0, 16, 128, 12)
+    assert enc.n_bits == 12 + 16 + 128 + 12 and len(enc.data) == math.ceil(enc.n_bits / 8)
+    # the accounting code_length charged 14 bits for this payload: emitted is 2 bits shorter
+    assert enc.n_bits == code_length(a, 4).total - 2
+    dec = decode_quantized(enc.data, enc.n_bits)
+    assert np.array_equal(dec.assignments, a) and np.array_equal(dec.codebook, cb)
+    assert dec.codebook.dtype == np.float32 and np.array_equal(dec.z, cb[a])
+    # 5 configurations fixed in advance: index sent in ceil(log2 5) = 3 bits
+    enc5 = encode_quantized(a, cb, n_configs=5, config_index=4)
+    assert enc5.config_bits == 3 and enc5.n_bits == enc.n_bits + 3
+    assert decode_quantized(enc5.data, enc5.n_bits, n_configs=5).config_index == 4
+    # emitted total never a whole bit above the accounting, on random inputs too
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        levels = int(rng.integers(1, 9))
+        a = rng.integers(0, levels, size=int(rng.integers(1, 300)))
+        cb = rng.normal(size=levels).astype(np.float32)
+        enc = encode_quantized(a, cb, n_configs=3, config_index=2)
+        assert enc.n_bits < code_length(a, levels, n_configs=3).total + 1
+        dec = decode_quantized(enc.data, enc.n_bits, n_configs=3)
+        assert np.array_equal(dec.z, cb[a])
+    # bad or damaged messages: one GenlabError
+    enc = encode_quantized(np.array([0, 1, 1, 0, 2]), np.array([0.0, 1.0, 2.0]))
+    with pytest.raises(GenlabError, match="truncated"):
+        decode_quantized(enc.data[:4], 30)
+    with pytest.raises(GenlabError, match="ends at bit"):
+        decode_quantized(enc.data + b"\x00", enc.n_bits + 8)
+    with pytest.raises(GenlabError):
+        encode_quantized(np.array([0, 3]), np.array([0.0, 1.0]))
+    with pytest.raises(GenlabError):
+        encode_quantized(np.array([0]), np.array([0.0]), n_configs=2, config_index=2)
+
+
+def test_compression_bound_is_charged_for_the_emitted_decodable_code():
+    import base64
+
+    import numpy as np
+
+    from genlab.compression import SubspaceModel, _error, compression_bound, decode_quantized
+    from genlab.models import build_model
+
+    torch.manual_seed(0)
+    init = build_model("mlp:8", (1, 1, 6), 2)
+    x = torch.randn(120, 1, 1, 6)
+    y = (x.sum((1, 2, 3)) > 0).long()
+    r = compression_bound(init, x[:80], y[:80], x[80:], y[80:], d=12, levels=4, epochs=2,
+                          finetune_steps=10, n_configs=2, config_index=1)
+    data = base64.b64decode(r.code_b64)
+    assert len(data) == math.ceil(r.code_bits / 8)
+    assert r.kl_nats == pytest.approx(r.code_bits * math.log(2), rel=1e-12)
+    assert r.overhead_bits + r.message_bits == r.code_bits
+    assert r.code_bits < r.ideal_code_bits + 1
+    assert r.bound == pytest.approx(B.catoni_bound(r.train_error, r.kl_nats, 80, 0.05).bound)
+    dec = decode_quantized(data, r.code_bits, n_configs=2)
+    assert dec.config_index == 1 and len(dec.assignments) == 12
+    # the decoded weights are exactly the ones the errors were measured with
+    assert np.array_equal(dec.z, r.quantized_z)
+    sub = SubspaceModel(init, 12, proj_seed=0)
+    z = torch.from_numpy(dec.z)
+    assert _error(lambda v: sub(v, z), x[:80], y[:80]) == r.train_error
+    assert _error(lambda v: sub(v, z), x[80:], y[80:]) == r.test_error
+    assert "quantized_z" not in r.to_dict() and r.to_dict()["code_bits"] == r.code_bits
+
+
 # --- VC -------------------------------------------------------------------------------------------
 
 

@@ -50,11 +50,47 @@ def test_bounds_end_to_end(bounds_out):
     from genlab.experiments import Results, get_experiment
 
     res = Results(genlab.load(bounds_out, "bounds"), genlab.load(bounds_out, curves=True), tasks)
-    sec = get_experiment("bounds").report(res, Path(bounds_out))
+    figdir = Path(bounds_out) / "figs"
+    sec = get_experiment("bounds").report(res, figdir)
     names = [t[0] for t in sec.tables]
     assert "Bounds vs measured test error" in names
     assert any("rise with label corruption" in n for n in sec.notes)
     assert any("Dziugaite-Roy" in c.claim for c in sec.claims)
+    # the two figures exist as PNG and SVG, and say what the reference lines are
+    stems = [Path(f.png).stem for f in sec.figures]
+    assert stems == ["bounds_vs_corruption", "measures_vs_corruption"]
+    for f in sec.figures:
+        assert Path(f.png).parent == figdir
+        assert Path(f.png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert b"<svg" in Path(f.svg).read_bytes()[:2000]
+    assert "vacuous" in sec.figures[0].caption and "chance" in sec.figures[0].caption
+
+
+def test_bounds_report_html_has_figures(bounds_out):
+    from genlab.report import write_report
+
+    page = write_report(bounds_out).read_text()
+    for stem in ("bounds_vs_corruption", "measures_vs_corruption"):
+        assert (Path(bounds_out) / "figures" / f"{stem}.png").is_file()
+        assert f"{stem}.svg" in page
+    assert "rise with label corruption" in page
+
+
+def test_normalized_measures_scale_and_rising_measure():
+    import pandas as pd
+
+    from genlab.experiments.bounds import normalized_measures
+
+    df = pd.DataFrame({"model": ["m"] * 4, "seed": [0, 1, 0, 1], "condition": ["true"] * 2
+                       + ["random-labels"] * 2, "corruption": [0.0, 0.0, 1.0, 1.0],
+                       "measure_n_params": [10.0] * 4,
+                       "measure_path_norm": [1.0, 3.0, 5.0, 9.0],
+                       "measure_margin_p10": [2.0, 2.0, 1.0, math.inf]})
+    n = normalized_measures(df)
+    assert list(n.index) == [0.0, 1.0]
+    assert "measure_n_params" not in n and "n_params" not in n  # constant: left out
+    assert n.loc[0.0, "path_norm"] == pytest.approx(1 / 8) and n.loc[1.0, "path_norm"] == 0.75
+    assert n.loc[0.0, "margin_p10"] == 1.0 and n.loc[1.0, "margin_p10"] == 0.0  # inf dropped
 
 
 def test_measure_command_on_saved_model(bounds_out, capsys):
@@ -101,6 +137,10 @@ def test_uniform_convergence_end_to_end(tmp_path):
     assert set(tasks["m"]) == {16, 32}
     for col in ("test_error", "s_prime_error", "dist_from_init", "bft_bound_measure"):
         assert tasks[col].notna().all()
+    # trained on the raw points until every one has the default logit margin
+    assert (tasks["target_margin"] == 1.0).all() and (tasks["train_frac_at_margin"] == 1.0).all()
+    runs = genlab.load(out, "uniform-convergence")
+    assert set(runs["preprocess"]) == {"none"}
     assert (out / "report.html").exists()
 
 
@@ -181,3 +221,29 @@ def test_pacbayes_certification_uses_many_samples_and_both_deltas():
     assert cert.delta == 0.025 and cert.delta_prime == 0.01
     assert math.isclose(cert.confidence, 1 - 0.025 - 0.01)
     assert cert.emp_risk_upper > cert.emp_risk_hat and 0 <= cert.bound <= 1
+
+
+def test_bounds_figures_with_seeds_models_and_non_label_conditions(tmp_path):
+    import pandas as pd
+
+    from genlab.experiments.bounds import _figures, normalized_measures, tau_table
+
+    rows = []
+    for model in ("mlp:8", "mlp:16"):
+        for seed in (0, 1):
+            for cond, p in (("true", 0.0), ("random-labels", 1.0), ("shuffled-pixels", None)):
+                q = 0.5 if p is None else p
+                rows.append({"model": model, "seed": seed, "condition": cond, "corruption": p,
+                             "num_classes": 10, "train_error": 0.0, "test_error": 0.1 + 0.8 * q,
+                             "gap": 0.1 + 0.8 * q, "vc_bound": 1.0,
+                             "compression_bound": 0.4 + q / 2,
+                             "measure_path_norm": 1 + q + seed, "measure_n_params": 100.0})
+    df = pd.DataFrame(rows)
+    tt = tau_table(df)  # rows without a corruption level are left out of the rise test
+    assert bool(tt.set_index("measure").loc["path_norm", "rises_with_corruption"]) is True
+    n = normalized_measures(df)  # categorical x: conditions ordered true, random, shuffled
+    assert list(n.index) == [0.0, 1.0, 2.0] and list(n.columns) == ["path_norm"]
+    figs = _figures(df, tt, tmp_path)
+    assert [Path(f.png).name for f in figs] == ["bounds_vs_corruption.png",
+                                                "measures_vs_corruption.png"]
+    assert all(Path(f.png).stat().st_size > 1000 and Path(f.svg).is_file() for f in figs)

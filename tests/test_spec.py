@@ -33,3 +33,14 @@ def test_round_trip_through_dict():
 def test_validation_rejects_bad_values(change):
     with pytest.raises(GenlabError):
         RunSpec("digits", "mlp1x512").replace(**change).validate()
+
+
+def test_optional_recipe_fields_enter_the_spec_only_when_set():
+    base = RunSpec("digits", "mlp1x512")
+    assert "target_margin" not in base.to_dict()["recipe"]
+    wide = base.replace(target_margin=2.0)
+    assert wide.to_dict()["recipe"]["target_margin"] == 2.0 and wide.hash != base.hash
+    assert RunSpec.from_dict(wide.to_dict()) == wide
+    assert RunSpec.from_dict(base.to_dict()) == base
+    with pytest.raises(GenlabError, match="target-margin"):
+        base.replace(target_margin=-1.0).validate()

@@ -128,3 +128,27 @@ def test_fast_path_trains_a_cnn_in_channels_last_on_the_cpu():
     r = train(model, x, prep.y_train, xt, prep.y_test, spec.recipe)
     assert r.status == "done" and r.state.epoch == 2
     assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_logit_margins_by_hand():
+    from genlab.train import logit_margins
+
+    out = torch.tensor([[3.0, 1.0, 2.5], [0.0, 4.0, -1.0], [1.0, 1.0, 0.0]])
+    y = torch.tensor([0, 2, 1])
+    assert logit_margins(out, y).tolist() == pytest.approx([0.5, -5.0, 0.0])
+
+
+def test_target_margin_trains_until_every_point_has_the_margin():
+    from genlab.train import logit_margins
+
+    plain = _train(*_setup(target_train_acc=1.0))
+    spec, prep, model = _setup(target_train_acc=1.0, target_margin=3.0, lr_decay=1.0,
+                               epochs=200)
+    wide = _train(spec, prep, model)
+    assert plain.state.steps_to_fit is not None and wide.state.steps_to_fit is not None
+    assert wide.state.steps_to_fit > plain.state.steps_to_fit
+    assert wide.final["train_margin_acc"] == 1.0
+    assert all(h["train_margin_acc"] < 1.0 for h in wide.history[:-1])
+    model.eval()
+    with torch.no_grad():
+        assert logit_margins(model(prep.x_train), prep.y_train).min() >= 3.0

@@ -1,15 +1,20 @@
-"""Train K MLPs of one architecture at once: stacked weights, batched matmuls, one step.
+"""Train K models of one architecture at once: stacked weights, one batched step.
 
 A corruption sweep trains the same small network many times on the same data shape; on a CPU or
-a GPU each of those runs is too small to fill the machine. Stacking the K models' weights into
-(K, out, in) tensors turns K small matmuls into one batched matmul. Each model keeps its own
-labels, batch order (its own seeded generator, drawing exactly what :func:`genlab.train.train`
-would draw), learning-rate schedule, momentum buffers and stopping point; a finished model is
-masked (frozen), not retrained. The K results equal K one-by-one runs of the one trainer up to
-floating-point rounding (tests/test_batched.py checks it).
+a GPU each of those runs is too small to fill the machine. :mod:`genlab.stacked` turns K MLPs
+or CNNs into one module (batched matmuls, grouped convolutions with per-model BatchNorm
+statistics), so K small steps become one. Each model keeps its own labels, batch order (its
+own seeded generator, drawing exactly what :func:`genlab.train.train` would draw, augmentation
+included), learning-rate schedule, momentum buffers and stopping point; a finished model is
+masked (frozen), not retrained, and its weights and BatchNorm statistics are written back at
+the step it stopped. The K results equal K one-by-one runs of the one trainer up to
+floating-point rounding (tests/test_batched.py checks it for MLPs and the paper's CNNs).
 
-This is the K-model form of :func:`genlab.train.train` for MLPs, not a second recipe: it
-implements the same SGD-with-momentum update, decay rule, evaluation and stopping rule.
+This is the K-model form of :func:`genlab.train.train`, not a second recipe: it implements the
+same SGD-with-momentum update, decay rule, evaluation and stopping rule. What it does not
+implement is refused with a :class:`~genlab.errors.GenlabError`: ``eval_steps``, ``fast``,
+``target_margin``, ``compile`` and dropout; batched runs are not checkpointed (a group killed
+part-way starts over).
 """
 
 from __future__ import annotations
@@ -22,70 +27,52 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .augment import Augment
+from .errors import GenlabError
 from .models import MLP
 from .spec import Recipe
+from .stacked import StackedModels, stack_models
 from .train import EVAL_BATCH, TrainResult, TrainState
 
 
-class StackedMLP(nn.Module):
-    """K MLPs with identical layer shapes, weights stacked on a leading model axis.
+class StackedMLP(StackedModels):
+    """K genlab MLPs stacked (the MLP case of :class:`genlab.stacked.StackedModels`).
 
     forward: x (K, B, ...) -> logits (K, B, num_classes).
     """
 
     def __init__(self, models: Sequence[nn.Module]):
-        super().__init__()
-        layers = [[m for m in model.modules() if isinstance(m, nn.Linear)] for model in models]
-        if not layers or any(not isinstance(m, MLP) for m in models):
-            raise TypeError("StackedMLP stacks genlab MLPs (mlp1x512, mlp:WxW, ...)")
-        shapes = {tuple(tuple(lin.weight.shape) for lin in ls) for ls in layers}
-        if len(shapes) != 1:
-            raise ValueError("all stacked MLPs must have the same layer shapes")
-        depth = len(layers[0])
-        self.weights = nn.ParameterList(
-            nn.Parameter(torch.stack([ls[i].weight.detach().clone() for ls in layers]))
-            for i in range(depth))
-        self.biases = nn.ParameterList(
-            nn.Parameter(torch.stack([ls[i].bias.detach().clone() for ls in layers]))
-            for i in range(depth))
-
-    @property
-    def k(self) -> int:
-        return self.weights[0].shape[0]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.flatten(2)
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
-            if i < last:
-                h = F.relu(h)
-        return h
-
-    def write_back(self, models: Sequence[nn.Module]) -> None:
-        """Copy model k's stacked weights into ``models[k]`` (same layout as the input)."""
-        for k, model in enumerate(models):
-            lins = [m for m in model.modules() if isinstance(m, nn.Linear)]
-            with torch.no_grad():
-                for lin, w, b in zip(lins, self.weights, self.biases):
-                    lin.weight.copy_(w[k])
-                    lin.bias.copy_(b[k])
+        if not models or any(not isinstance(m, MLP) for m in models):
+            raise GenlabError("StackedMLP stacks genlab MLPs (mlp1x512, mlp:WxW, ...); use "
+                              "genlab.stacked.stack_models for other architectures")
+        super().__init__(models)
 
 
-def _check_shared(recipes: Sequence[Recipe]) -> Recipe:
+def _check_recipes(recipes: Sequence[Recipe]) -> Recipe:
+    """The recipe fields the K runs share (loop limits); refuse what batching cannot do."""
     r0 = recipes[0]
-    for r in recipes[1:]:
+    for r in recipes:
         for f in ("batch_size", "epochs", "max_steps", "eval_every"):
             if getattr(r, f) != getattr(r0, f):
-                raise ValueError(f"batched models must share {f}")
+                raise GenlabError(f"batched runs must share {f}; got {getattr(r0, f)} and "
+                                  f"{getattr(r, f)} (train them one by one: --batched off)")
+        for f, what in (("eval_steps", "evaluation within epochs (--eval-steps)"),
+                        ("fast", "the fast path (--fast)"),
+                        ("target_margin", "the margin stopping rule (--target-margin)"),
+                        ("compile", "torch.compile (--compile)")):
+            if getattr(r, f, None):
+                raise GenlabError(f"batched training does not implement {what}; leave it out "
+                                  "or train one by one (--batched off)")
     return r0
 
 
 @torch.no_grad()
-def _evaluate(model: StackedMLP, x: torch.Tensor, y: torch.Tensor
+def _evaluate(model: StackedModels, x: torch.Tensor, y: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-model mean loss and accuracy, shapes (K,) each; x (K, N, ...), y (K, N)."""
+    """Per-model mean loss and accuracy in eval mode, shapes (K,) each; x (K, N, ...), y (K, N).
+    """
     k, n = y.shape
+    model.eval()
     loss = torch.zeros(k, dtype=torch.float64, device=y.device)
     correct = torch.zeros(k, dtype=torch.int64, device=y.device)
     for i in range(0, n, EVAL_BATCH):
@@ -94,23 +81,36 @@ def _evaluate(model: StackedMLP, x: torch.Tensor, y: torch.Tensor
         ce = F.cross_entropy(out.flatten(0, 1).float(), yb.flatten(), reduction="none")
         loss += ce.view(k, -1).sum(1).double()
         correct += (out.argmax(2) == yb).sum(1)
+    model.train()
     return loss / max(n, 1), correct.double() / max(n, 1)
 
 
 def train_batched(models: Sequence[nn.Module], x_train: torch.Tensor, y_train: torch.Tensor,
                   x_test: torch.Tensor, y_test: torch.Tensor, recipes: Sequence[Recipe],
-                  seeds: Sequence[int]) -> list[TrainResult]:
-    """Train K MLPs at once; returns one :class:`TrainResult` per model, as ``train`` would.
+                  seeds: Sequence[int], *, augments: Sequence[Augment | None] | None = None
+                  ) -> list[TrainResult]:
+    """Train K models at once; returns one :class:`TrainResult` per model, as ``train`` would.
 
+    ``models``: K models of one architecture that :func:`genlab.stacked.stack_models` can
+    stack (genlab's MLPs, ``alexnet-small``, ``inception-small``, ``inception-small-nobn``).
     Shapes: x_train (K, N, C, H, W), y_train (K, N), x_test (K, M, ...), y_test (K, M): model k
     trains on its own (possibly randomized) data. Recipes may differ in lr, lr_decay,
     decay_every, momentum, weight_decay and target; they must share batch size, epochs,
-    max_steps and eval_every. ``models`` are updated in place with the trained weights.
+    max_steps and eval_every. ``augments[k](x_batch, generator)`` (or None) augments model k's
+    batches, drawing from model k's generator as ``train(augment=...)`` does. ``models`` are
+    updated in place with the trained weights and BatchNorm statistics.
     """
     k = len(models)
-    shared = _check_shared(recipes)
+    if not (k == len(recipes) == len(seeds) == x_train.shape[0] == y_train.shape[0]
+            == x_test.shape[0] == y_test.shape[0]) or (augments is not None
+                                                       and len(augments) != k):
+        raise GenlabError(f"train_batched needs one recipe, seed (and augment) and one data "
+                          f"slice per model: {k} models, {len(recipes)} recipes, {len(seeds)} "
+                          f"seeds, data for {x_train.shape[0]}")
+    shared = _check_recipes(recipes)
     device = x_train.device
-    stacked = StackedMLP(models).to(device)
+    stacked = stack_models(models).to(device)
+    stacked.train()
     params = list(stacked.parameters())
     bufs: list[torch.Tensor | None] = [None] * len(params)
     mom = torch.tensor([r.momentum for r in recipes], device=device)
@@ -131,6 +131,12 @@ def train_batched(models: Sequence[nn.Module], x_train: torch.Tensor, y_train: t
                                                    else epoch) for r in recipes],
                             device=device)
 
+    def stop(m: int) -> None:
+        # write model m back now: later steps still run its (masked) forward, which would move
+        # its BatchNorm running statistics on
+        alive[m] = False
+        stacked.write_back(models, [m])
+
     while any(alive) and epoch < shared.epochs and not (shared.max_steps
                                                         and step >= shared.max_steps):
         perms = torch.stack([torch.randperm(n, device=device, generator=g) for g in gens])
@@ -141,9 +147,13 @@ def train_batched(models: Sequence[nn.Module], x_train: torch.Tensor, y_train: t
             if shared.max_steps and step >= shared.max_steps:
                 break
             idx = perms[:, i:i + bs]
-            out = stacked(x_train[rows, idx])
+            xb = x_train[rows, idx]
+            if augments is not None:
+                xb = torch.stack([a(xb[m], gens[m]) if a is not None else xb[m]
+                                  for m, a in enumerate(augments)])
+            out = stacked(xb)
             yb = y_train[rows, idx]
-            per_model = F.cross_entropy(out.flatten(0, 1), yb.flatten(),
+            per_model = F.cross_entropy(out.flatten(0, 1).float(), yb.flatten(),
                                         reduction="none").view(k, -1).mean(1)
             for p in params:
                 p.grad = None
@@ -178,24 +188,27 @@ def train_batched(models: Sequence[nn.Module], x_train: torch.Tensor, y_train: t
             if not alive[m]:
                 continue
             st = states[m]
-            st.epoch, st.step = epoch, step
+            st.epoch, st.step, st.elapsed = epoch, step, now
             if not math.isfinite(running_loss[m]):
                 status[m] = "diverged"
                 reasons[m] = f"training loss became {running_loss[m]} in epoch {epoch}"
-                alive[m] = False
+                stop(m)
                 continue
             if evaluate:
                 st.history.append({
                     "epoch": epoch, "step": step, "lr": lr_used[m], "train_loss": trl[m],
                     "train_acc": tra[m], "test_loss": tel[m], "test_acc": tea[m], "seconds": now,
                     "running_loss": running_loss[m]})
+                if not math.isfinite(trl[m]):  # as train(): a non-finite evaluation diverges
+                    status[m], reasons[m] = "diverged", f"evaluation loss became {trl[m]}"
+                    stop(m)
+                    continue
                 target = recipes[m].target_train_acc
                 if target and tra[m] >= target:
                     st.steps_to_fit = step
-                    alive[m] = False
-            st.elapsed = now
+                    stop(m)
         active = torch.tensor(alive, device=device)
-    stacked.write_back(models)
+    stacked.write_back(models, [m for m in range(k) if alive[m]])
     return [TrainResult(status[m], reasons[m], states[m],
                         dict(states[m].history[-1]) if states[m].history else {})
             for m in range(k)]

@@ -101,8 +101,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="worker processes for the runs (default 0: one per core on the CPU, "
                    "one thread each; 1: all in this process)")
     p.add_argument("--batched", choices=["auto", "on", "off"], default="auto",
-                   help="with one process (--workers 1 or on a GPU): train same-shaped MLPs as "
-                   "one stacked model (auto: when a short probe says it is faster)")
+                   help="with one process (--workers 1 or on a GPU): train same-shaped MLPs and "
+                   "paper CNNs as one stacked model (auto: when a short probe says it is faster)")
     p.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local processes (default) or Ray tasks (pip install 'genlab[ray]')")
     p.add_argument("--ray-address", help="address of a running Ray cluster (default: start a "
@@ -159,12 +159,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=_int_at_least(1, "--batch-size"), help="batch size")
     r.add_argument("--target", dest="target_train_acc", type=_nonneg_float("--target"),
                    help="stop when training accuracy reaches this (default 1.0; 0: never)")
+    r.add_argument("--target-margin", type=_nonneg_float("--target-margin"),
+                   help="count a training point as fitted only when its logit margin is at "
+                   "least this (default 0: plain accuracy)")
     r.add_argument("--set", dest="extra", action="append", type=_key_value, default=[],
                    metavar="KEY=VALUE", help="an experiment-specific parameter (repeatable); "
                    "VALUE is parsed as JSON when it can be, e.g. --set ridge=0.001")
     r.add_argument("--fast", action="store_true", default=None,
                    help="fast path: bf16 autocast, channels_last, fused SGD, train-set "
                    "evaluation only once the running accuracy reaches the target")
+    r.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
+                   help="train with torch.compile (default backend inductor; e.g. aot_eager), "
+                   "compiled once per process and reused by every run of the same model and "
+                   "input shape")
     r.add_argument("--eval-steps", type=_int_at_least(0, "--eval-steps"),
                    help="also evaluate every this many steps (default 0: at epoch ends only)")
     r.add_argument("--preset", choices=["paper"],

@@ -146,38 +146,83 @@ def _ray_work(job: tuple) -> tuple[dict, bool, float, str | None]:
 def batch_groups(specs: list[RunSpec], store: Store) -> tuple[list[list[RunSpec]], list[RunSpec]]:
     """Split ``specs`` into groups that can train as one stacked model, and the rest.
 
-    A group shares the data set and subset sizes, an MLP architecture and the loop limits
-    (batch size, epochs, steps, evaluation); labels, pixels, seeds, learning rates and
-    momentum may differ. Runs with a checkpoint resume on their own instead.
+    A group shares the data set, subset sizes and preprocessing, one stackable architecture
+    (genlab's MLPs, ``alexnet-small``, ``inception-small``, ``inception-small-nobn``: see
+    :mod:`genlab.stacked`) and the loop limits (batch size, epochs, steps, evaluation); labels,
+    pixels, seeds, learning rates, momentum, weight decay and augmentation may differ. Runs
+    with dropout, ``eval_steps``, ``fast``, ``target_margin`` or ``compile``, and runs with a
+    checkpoint (they resume on their own), train one by one.
     """
-    from .models import MLP, build_model
-
     groups: dict[tuple, list[RunSpec]] = {}
     rest: list[RunSpec] = []
-    is_mlp: dict[str, bool] = {}
+    can_stack: dict[str, bool] = {}
     for s in specs:
-        if s.model not in is_mlp:
-            try:
-                is_mlp[s.model] = isinstance(build_model(s.model, (1, 2, 2), 2), MLP)
-            except GenlabError:
-                is_mlp[s.model] = False
+        if s.model not in can_stack:
+            can_stack[s.model] = stackable(s.model)
         r = s.recipe
-        if (not is_mlp[s.model] or r.eval_steps or s.augment or s.dropout
-                or s.preprocess != "normalize" or store.checkpoint_path(s.hash).exists()
+        if (not can_stack[s.model] or r.eval_steps or r.fast or r.compile
+                or getattr(r, "target_margin", 0.0) or s.dropout
+                or store.checkpoint_path(s.hash).exists()
                 or store.status(s.hash) in ("done", "diverged")):
             rest.append(s)
             continue
-        key = (s.dataset, s.train_size, s.test_size, s.model, r.batch_size, r.epochs,
-               r.max_steps, r.eval_every)
+        key = (s.dataset, s.train_size, s.test_size, s.preprocess, s.model, r.batch_size,
+               r.epochs, r.max_steps, r.eval_every)
         groups.setdefault(key, []).append(s)
     batchable = [g for g in groups.values() if len(g) >= 2]
     rest += [s for g in groups.values() if len(g) < 2 for s in g]
     return batchable, rest
 
 
+#: input shapes tried when asking whether a model name stacks: the architecture, not the data,
+#: decides, but a factory may only build for some shapes (small Inception needs >= 15x15)
+_PROBE_SHAPES = ((3, 32, 32), (1, 28, 28), (1, 8, 8), (1, 2, 2))
+
+
+def stackable(model: str) -> bool:
+    """Whether runs of ``model`` can train stacked (:func:`genlab.stacked.check_stackable`)."""
+    import torch
+
+    from .models import build_model
+    from .stacked import check_stackable
+
+    for shape in _PROBE_SHAPES:
+        try:
+            with torch.random.fork_rng(devices=[]):  # leave the caller's random stream alone
+                net = build_model(model, shape, 2)
+        except Exception:  # this shape does not suit the factory; try the next
+            continue
+        try:
+            check_stackable(net)
+        except GenlabError:
+            return False
+        return True
+    return False
+
+
+def _augments(group: list[RunSpec]) -> list | None:
+    from .augment import make_augment
+
+    augs = [make_augment(s.augment) for s in group]
+    return augs if any(a is not None for a in augs) else None
+
+
+def _probe_data(preps, n: int) -> tuple:
+    """The first ``n`` training and test examples of each run, stacked: a probe's evaluations
+    then cost what they cost per step in a real run, not a full pass over the data."""
+    import torch
+
+    return tuple(torch.stack([getattr(p, f)[:n] for p in preps])
+                 for f in ("x_train", "y_train", "x_test", "y_test"))
+
+
 def probe_batched(group: list[RunSpec], device: str, data_dir: Any, download: bool,
                   steps: int = 4) -> tuple[float, float]:
-    """Seconds for ``steps`` steps of every model in ``group``: (batched, one by one)."""
+    """Seconds for ``steps`` steps of every model in ``group``: (batched, one by one).
+
+    Both ways train on the first ``steps`` batches of each run's data and evaluate once on as
+    many examples, with the runs' augmentations.
+    """
     from dataclasses import replace
 
     import torch
@@ -188,33 +233,46 @@ def probe_batched(group: list[RunSpec], device: str, data_dir: Any, download: bo
 
     dev = resolve_device(device)
     preps = [prepare(s, dev, data_dir=data_dir, download=download) for s in group]
+    augs = _augments(group)
 
     def models():
         return [build_run_model(s, p, dev) for s, p in zip(group, preps)]
 
+    def recipes(n: int):
+        return [replace(s.recipe, max_steps=n, epochs=1, target_train_acc=0.0) for s in group]
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
     def batched(n: int) -> float:
-        rs = [replace(s.recipe, max_steps=n, target_train_acc=0.0) for s in group]
+        data = _probe_data(preps, n * group[0].recipe.batch_size)
+        sync()
         t = time.perf_counter()
-        train_batched(models(), *_stacked(preps), rs, [s.seed for s in group])
+        train_batched(models(), *data, recipes(n), [s.seed for s in group], augments=augs)
+        sync()
         return time.perf_counter() - t
 
     def sequential(n: int) -> float:
+        data = _probe_data(preps, n * group[0].recipe.batch_size)
+        ms = models()
+        sync()
         t = time.perf_counter()
-        for s, p, m in zip(group, preps, models()):
-            train(m, p.x_train, p.y_train, p.x_test, p.y_test,
-                  replace(s.recipe, max_steps=n, target_train_acc=0.0), seed=s.seed)
+        for k, (s, r) in enumerate(zip(group, recipes(n))):
+            train(ms[k], data[0][k], data[1][k], data[2][k], data[3][k], r, seed=s.seed,
+                  augment=augs[k] if augs else None)
+        sync()
         return time.perf_counter() - t
 
     batched(1), sequential(1)  # warm-up: first-call costs are not what we compare
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
     return batched(steps), sequential(steps)
 
 
 def run_batched(group: list[RunSpec], store: Store, *, device: str, data_dir: Any,
                 download: bool, report: Callable[[RunSpec, bool, float, str | None], None]
                 ) -> None:
-    """Train a group as one stacked model and record each run as if trained alone.
+    """Train a group as one stacked model and record each run as if trained alone (its
+    results carry ``batched`` = the group size).
 
     Batched runs are not checkpointed mid-way: a group killed part-way starts over.
     """
@@ -233,9 +291,9 @@ def run_batched(group: list[RunSpec], store: Store, *, device: str, data_dir: An
         preps = [prepare(s, dev, data_dir=data_dir, download=download) for s in claimed]
         models = [build_run_model(s, p, dev) for s, p in zip(claimed, preps)]
         results = train_batched(models, *_stacked(preps), [s.recipe for s in claimed],
-                                [s.seed for s in claimed])
+                                [s.seed for s in claimed], augments=_augments(claimed))
         for s, p, m, r in zip(claimed, preps, models, results):
-            record_result(s, store, p, m, r, dev)
+            record_result(s, store, p, m, r, dev, batched=len(claimed))
     except Exception as e:
         for s in claimed:
             store.fail(s.hash, f"{type(e).__name__}: {e}")

@@ -22,8 +22,9 @@ from .errors import GenlabError
 
 RADII = (1.0, 1.1)
 DEFAULT_D = 1000
-#: full split sizes (subsets are drawn by train_size / test_size, stratified)
-N_TRAIN = 16384
+#: full split sizes (subsets are drawn by train_size / test_size, stratified); 65536 is the
+#: largest training set of Nagarajan & Kolter's plots
+N_TRAIN = 65536
 N_TEST = 4000
 REGISTERED_D = (2, 10, 50, 100, 200, 500, 1000, 2000, 5000)
 
@@ -37,12 +38,15 @@ def sample_hyperspheres(n: int, d: int = DEFAULT_D, seed: int = 0,
     if n < 2 or d < 2:
         raise GenlabError(f"hyperspheres need n >= 2 and d >= 2, got n={n}, d={d}")
     g = torch.Generator().manual_seed(int(seed))
-    z = torch.randn(n, d, generator=g, dtype=torch.float64)
-    z = z / z.norm(dim=1, keepdim=True)
     y = torch.arange(n) % 2
     y = y[torch.randperm(n, generator=g)]
     r = torch.tensor(radii, dtype=torch.float64)[y]
-    return (z * r[:, None]).to(torch.float32), y.to(torch.int64)
+    x = torch.empty(n, d, dtype=torch.float32)
+    chunk = max(1, 2**24 // d)  # float64 rows in blocks of ~128 MB, so large n*d fits
+    for i in range(0, n, chunk):
+        z = torch.randn(min(chunk, n - i), d, generator=g, dtype=torch.float64)
+        x[i:i + chunk] = z / z.norm(dim=1, keepdim=True) * r[i:i + chunk, None]
+    return x, y.to(torch.int64)
 
 
 def flip_to_other_sphere(x: torch.Tensor, y: torch.Tensor,

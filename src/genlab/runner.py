@@ -132,8 +132,11 @@ def _execute_claimed(spec: RunSpec, store: Store, device: torch.device,
 
 
 def record_result(spec: RunSpec, store: Store, prep: Prepared, model: nn.Module,
-                  result: TrainResult, device: torch.device) -> None:
-    """Save a trained run's weights and write its result and curves to the store."""
+                  result: TrainResult, device: torch.device, *, batched: int = 0) -> None:
+    """Save a trained run's weights and write its result and curves to the store.
+
+    ``batched``: the number of runs it was trained stacked with (itself included), 0 alone.
+    """
     st = result.state
     metrics: dict[str, Any] = {
         **{k: result.final.get(k) for k in ("train_acc", "test_acc", "train_loss", "test_loss")},
@@ -144,7 +147,8 @@ def record_result(spec: RunSpec, store: Store, prep: Prepared, model: nn.Module,
     }
     extra = {"input_shape": list(prep.x_train.shape[1:]), "num_classes": prep.data.num_classes,
              "source": prep.data.source, "preprocessing": preprocess.describe(spec.preprocess),
-             "augmentation": spec.augment or "none", "condition": prep.info.condition}
+             "augmentation": spec.augment or "none", "condition": prep.info.condition,
+             "compile": spec.recipe.compile or "none", "batched": batched}
     if result.status == "done":
         _save_weights(store.model_path(spec.hash), model, spec)
     store.finish(spec.hash, status=result.status, reason=result.reason, metrics=metrics,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,12 @@ class Recipe:
     fast: the fast path instead of the paper-faithful one (bf16 autocast with BatchNorm and the
     loss in fp32, channels_last, fused SGD where the device has it, and the full training-set
     evaluation skipped until the running training accuracy reaches the target).
+    target_margin: when > 0, the stopping rule counts a training point as fitted only when its
+    logit margin (true-class logit minus the largest other logit, in logits) is at least this
+    (Nagarajan & Kolter train until nearly every point has margin 10); 0 = plain accuracy.
+    compile: a ``torch.compile`` backend (``inductor``, ``aot_eager``, ``eager``...) to train
+    with, "" for none; the compiled module is cached per process and reused by later runs of
+    the same architecture and input shape (:mod:`genlab.compiled`).
     """
 
     lr: float = 0.01
@@ -46,6 +53,8 @@ class Recipe:
     eval_every: int = 1
     eval_steps: int = 0
     fast: bool = False
+    target_margin: float = 0.0
+    compile: str = ""
 
     def validate(self) -> None:
         checks = [
@@ -61,10 +70,21 @@ class Recipe:
              f"--target must be in [0, 1] (0: never stop early), got {self.target_train_acc}"),
             (self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}"),
             (self.eval_steps >= 0, f"--eval-steps must be >= 0, got {self.eval_steps}"),
+            (self.target_margin >= 0 and math.isfinite(self.target_margin),
+             f"--target-margin must be a finite number >= 0, got {self.target_margin}"),
         ]
         for ok, msg in checks:
             if not ok:
                 raise GenlabError(msg)
+        if self.compile:
+            from .compiled import check_backend
+
+            check_backend(self.compile)
+
+
+#: recipe fields added after the first release: left out of the spec (and its hash) while at
+#: their defaults, so every earlier run keeps its hash
+RECIPE_OPTIONAL: dict[str, Any] = {"target_margin": 0.0, "compile": ""}
 
 
 @dataclass(frozen=True)
@@ -95,6 +115,9 @@ class RunSpec:
         for k, default in (("preprocess", "normalize"), ("augment", ""), ("dropout", 0.0)):
             if d[k] == default:
                 del d[k]
+        for k, default in RECIPE_OPTIONAL.items():
+            if d["recipe"].get(k) == default:
+                del d["recipe"][k]
         d["spec_version"] = SPEC_VERSION
         return d
 

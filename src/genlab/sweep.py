@@ -84,8 +84,9 @@ def run_plan(p: Plan, out: str | Path, *, device: str = "auto",
     Worker processes only know models and data sets that import can find (registry names,
     ``package.module:factory``), not ones registered interactively, hence the default of 1.
     ``executor="ray"`` runs one Ray task per run instead (see :mod:`genlab.executors`).
-    ``batched``: with one local process, train groups of same-shaped MLPs as one stacked model:
-    ``on``, ``off``, or ``auto`` (time a few steps both ways, take the faster).
+    ``batched``: with one local process, train groups of same-shaped MLPs and CNNs as one
+    stacked model (:mod:`genlab.stacked`): ``on``, ``off``, or ``auto`` (time a few steps
+    both ways, take the faster); each group's choice is printed.
     """
     from . import distributed
 

@@ -22,6 +22,9 @@ from torch import nn
 from .spec import Recipe
 
 EVAL_BATCH = 2048
+#: evaluation batch on the CPU: a 2048-image batch of a CNN's activations overflows the caches
+#: (small Inception on 28x28: 2.5x fewer images/s than at 128, measured); MLPs do not care
+EVAL_BATCH_CPU = 128
 
 
 @dataclass
@@ -75,20 +78,47 @@ def make_optimizer(model: nn.Module, recipe: Recipe, device: torch.device | None
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-             batch: int = EVAL_BATCH) -> tuple[float, float]:
-    """Mean cross-entropy loss (nats) and accuracy in [0, 1] of ``model`` on (x, y), eval mode."""
+             batch: int | None = None) -> tuple[float, float]:
+    """Mean cross-entropy loss (nats) and accuracy in [0, 1] of ``model`` on (x, y), eval mode.
+
+    ``batch``: images per forward pass; default ``EVAL_BATCH`` on GPUs, ``EVAL_BATCH_CPU`` on
+    the CPU (the result does not depend on it).
+    """
+    loss, acc, _ = evaluate_margin(model, x, y, 0.0, batch)
+    return loss, acc
+
+
+@torch.no_grad()
+def evaluate_margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor, margin: float,
+                    batch: int | None = None) -> tuple[float, float, float]:
+    """Loss (nats), accuracy, and the fraction of points whose logit margin is >= ``margin``.
+
+    The logit margin of a point is its true-class logit minus the largest other logit; with
+    ``margin`` 0 the third value is NaN (not computed). One pass in eval mode.
+    """
+    batch = batch or (EVAL_BATCH_CPU if x.device.type == "cpu" else EVAL_BATCH)
     was_training = model.training
     model.eval()
     loss = torch.zeros((), device=x.device, dtype=torch.float64)
     correct = torch.zeros((), device=x.device, dtype=torch.int64)
+    wide = torch.zeros((), device=x.device, dtype=torch.int64)
     for i in range(0, len(x), batch):
         out = model(x[i:i + batch])
         yb = y[i:i + batch]
         loss += F.cross_entropy(out.float(), yb, reduction="sum").double()
         correct += (out.argmax(1) == yb).sum()
+        if margin:
+            wide += (logit_margins(out.float(), yb) >= margin).sum()
     model.train(was_training)
     n = max(len(x), 1)
-    return float(loss) / n, float(correct) / n
+    return float(loss) / n, float(correct) / n, (float(wide) / n if margin else math.nan)
+
+
+def logit_margins(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """True-class logit minus the largest other logit, shape (N,), for logits (N, K), K >= 2."""
+    true = out.gather(1, y[:, None]).squeeze(1)
+    other = out.scatter(1, y[:, None], float("-inf")).amax(1)
+    return true - other
 
 
 def train(
@@ -123,17 +153,27 @@ def train(
     global batch (data-parallel training: every rank draws the same permutation from the same
     seed, takes its slice, and a DistributedDataParallel model averages the gradients); the
     global batch is ``recipe.batch_size``.
+
+    ``recipe.compile`` (a torch.compile backend) trains a compiled module cached per process
+    (:mod:`genlab.compiled`): ``model``'s state is copied into it, and the trained state back
+    into ``model`` at the end; ``checkpoint`` then receives the cached (uncompiled) module.
     """
     device = x_train.device
     state = state or TrainState()
     fast = recipe.fast
-    if fast and x_train.dim() == 4 and any(isinstance(m, nn.Conv2d) for m in model.modules()):
-        # NHWC lets cuDNN use tensor-core convolutions without layout transposes
+    if channels_last(model, x_train, recipe):
         model = model.to(memory_format=torch.channels_last)
-        x_train = x_train.contiguous(memory_format=torch.channels_last)
+        if fast:  # on the CPU the inputs may stay NCHW (oneDNN converts; no copy of the data)
+            x_train = x_train.contiguous(memory_format=torch.channels_last)
     if fast and device.type == "cuda":
         x_train = x_train.to(torch.bfloat16)  # half the memory and bandwidth, resident
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast)
+    own, net, cached = model, model, None
+    if recipe.compile:  # train the process's cached compiled module, loaded with model's state
+        from .compiled import acquire, release
+
+        cached = acquire(model, x_train, recipe.compile, extra=(fast,))
+        model, net = cached.module, cached.compiled
     opt = make_optimizer(model, recipe, device)
     if optimizer_state is not None:
         opt.load_state_dict(optimizer_state)
@@ -164,7 +204,7 @@ def train(
                 xb = augment(xb, gen)
             yb = y_train[idx]
             with amp:
-                out = model(xb)
+                out = net(xb)
             loss = F.cross_entropy(out.float(), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -176,7 +216,8 @@ def train(
             if recipe.decay_every and state.step % recipe.decay_every == 0:
                 lr = _set_lr(opt, recipe, state)
             if recipe.eval_steps and state.step % recipe.eval_steps == 0 and i + bs < n:
-                row = _eval_row(model, x_train, y_train, x_test, y_test, state, lr, start)
+                row = _eval_row(net, x_train, y_train, x_test, y_test, state, lr, start,
+                                recipe.target_margin)
                 model.train()
                 state.history.append(row)
                 if _reached(row, recipe, state):
@@ -197,8 +238,8 @@ def train(
             state.history[-1]["running_loss"] = running_loss
         elif state.epoch % recipe.eval_every == 0 or last:
             with amp:
-                row = _eval_row(model, None if skip_train_eval else x_train, y_train, x_test,
-                                y_test, state, lr, start)
+                row = _eval_row(net, None if skip_train_eval else x_train, y_train, x_test,
+                                y_test, state, lr, start, recipe.target_margin)
             if skip_train_eval:
                 row["train_loss"], row["train_acc"] = running_loss, running_acc
             row["running_loss"] = running_loss
@@ -217,15 +258,34 @@ def train(
             checkpoint(model, opt, gen, state)
     if bar is not None:
         bar.close()
+    if cached is not None:
+        release(cached, own)  # the trained state goes back into the caller's model
     state.elapsed = time.perf_counter() - start
     final = dict(state.history[-1]) if state.history else {}
     return TrainResult(status, reason, state, final)
 
 
+def channels_last(model: nn.Module, x: torch.Tensor, recipe: Recipe) -> bool:
+    """Whether :func:`train` runs ``model`` (a CNN on images ``x`` (N, C, H, W)) in NHWC.
+
+    In the fast path (cuDNN's tensor-core convolutions need no layout transposes) and always on
+    the CPU, where oneDNN's NHWC kernels train the small Inception and AlexNet 10-25% faster
+    and evaluate them 20-40% faster on one core (measured). Same numbers up to rounding.
+    """
+    if x.dim() != 4 or not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        return False
+    return recipe.fast or x.device.type == "cpu"
+
+
 def _reached(row: dict[str, float], recipe: Recipe, state: TrainState) -> bool:
-    """Record the first step at which training accuracy reached the target."""
+    """Record the first step at which training accuracy reached the target.
+
+    With ``recipe.target_margin`` the fraction of training points fitted with at least that
+    logit margin must reach the target instead.
+    """
     target = recipe.target_train_acc
-    if state.steps_to_fit is None and target and row["train_acc"] >= target:
+    fitted = row.get("train_margin_acc", math.nan) if recipe.target_margin else row["train_acc"]
+    if state.steps_to_fit is None and target and fitted >= target:
         state.steps_to_fit = state.step
     return state.steps_to_fit is not None
 
@@ -247,16 +307,21 @@ def _finished(state: TrainState, recipe: Recipe) -> bool:
     )
 
 
-def _eval_row(model, x_train, y_train, x_test, y_test, state, lr, start) -> dict[str, float]:
-    train_loss, train_acc = (evaluate(model, x_train, y_train) if x_train is not None
-                             else (math.nan, math.nan))
+def _eval_row(model, x_train, y_train, x_test, y_test, state, lr, start,
+              margin: float = 0.0) -> dict[str, float]:
+    train_loss, train_acc, train_margin_acc = (
+        evaluate_margin(model, x_train, y_train, margin) if x_train is not None
+        else (math.nan, math.nan, math.nan))
     test_loss, test_acc = evaluate(model, x_test, y_test)
-    return {
+    row = {
         "epoch": state.epoch, "step": state.step, "lr": lr,
         "train_loss": train_loss, "train_acc": train_acc,
         "test_loss": test_loss, "test_acc": test_acc,
         "seconds": time.perf_counter() - start,
     }
+    if margin:
+        row["train_margin_acc"] = train_margin_acc
+    return row
 
 
 def show_progress(quiet: bool) -> bool:

@@ -40,8 +40,11 @@ class Options:
     weight_decay: float | None = None
     batch_size: int | None = None
     target_train_acc: float | None = None
+    target_margin: float | None = None
     eval_steps: int | None = None
     fast: bool | None = None
+    #: a torch.compile backend ("" none), see genlab.compiled
+    compile: str | None = None
     #: ``paper``: the paper's preprocessing and each model's named recipe (genlab.recipes)
     preset: str | None = None
     preprocess: str | None = None

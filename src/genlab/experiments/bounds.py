@@ -5,7 +5,9 @@ Trains (or reuses) one network per corruption level; then a task per run compute
 Dziugaite-Roy PAC-Bayes bound (:mod:`genlab.pacbayes`, MLPs) and the Lotfi et al. compression
 bound (:mod:`genlab.compression`). The report shows each bound beside the measured test error
 ("vacuous": bound >= 1; "trivial": bound >= chance error 1 - 1/K), each measure's Kendall tau
-and granulated tau with the generalization gap, and which measures rise with corruption.
+and granulated tau with the generalization gap, and which measures rise with corruption. Two
+figures: every bound beside the measured test error vs corruption (lines at 1, vacuous, and at
+chance error), and the measures scaled to [0, 1] vs corruption with their Kendall taus.
 
 Binary labels: use the registered ``NAME-binary`` data sets (labels y >= K/2), e.g. the default
 ``fashion-mnist-binary``. ``--set`` keys: dr=true|false, dr_steps, dr_samples, compression=true|
@@ -23,10 +25,12 @@ import pandas as pd
 
 from .. import paper
 from ..errors import GenlabError
+from ..plots import new_figure, save_figure
 from ..spec import RunSpec
 from .base import (
     Claim,
     Experiment,
+    Figure,
     Options,
     Results,
     Section,
@@ -199,13 +203,140 @@ def tau_table(df: pd.DataFrame) -> pd.DataFrame:
         gran = (granulated_kendall(d.rename(columns={col: "m"}), "m", "gap", hps)["granulated"]
                 if hps else np.nan)
         rises = np.nan
-        if d["corruption"].nunique() > 1:
-            rises = kendall_tau(d["corruption"].astype(float).tolist(),
-                                d[col].astype(float).tolist())
+        dc = d.dropna(subset=["corruption"])  # conditions like shuffled-pixels have no level
+        if dc["corruption"].nunique() > 1:
+            rises = kendall_tau(dc["corruption"].astype(float).tolist(),
+                                dc[col].astype(float).tolist())
         rows.append({"measure": meas, "kendall_tau_gap": tau, "granulated_tau": gran,
                      "tau_with_corruption": rises,
                      "rises_with_corruption": bool(rises > 0) if pd.notna(rises) else None})
     return pd.DataFrame(rows)
+
+
+BOUND_LABELS = {"vc_bound": "VC bound", "dr_bound": "Dziugaite-Roy PAC-Bayes",
+                "compression_bound": "compression (Lotfi et al.)"}
+
+
+def _x_axis(df: pd.DataFrame) -> tuple[pd.Series, str, list[float], list[str]]:
+    """x positions per row: the corruption level when every run has one, else the condition's
+    rank (ordered by corruption level, then name). Returns (x, label, ticks, tick labels)."""
+    if "corruption" in df and df["corruption"].notna().all():
+        levels = sorted(df["corruption"].astype(float).unique())
+        return (df["corruption"].astype(float), "label corruption p", levels,
+                [f"{v:g}" for v in levels])
+    corr = df["corruption"] if "corruption" in df else pd.Series(np.nan, index=df.index)
+    order = (pd.DataFrame({"c": df["condition"], "p": corr.astype(float)})
+             .drop_duplicates("c").sort_values(["p", "c"], na_position="last")["c"].tolist())
+    rank = {c: float(i) for i, c in enumerate(order)}
+    return df["condition"].map(rank), "condition", list(rank.values()), order
+
+
+def normalized_measures(df: pd.DataFrame) -> pd.DataFrame:
+    """Each measure min-max scaled to [0, 1] over the runs (finite values only), then averaged
+    per x position (corruption level, see :func:`_x_axis`) over models and seeds.
+
+    Index: x position (sorted); columns: the measures of :data:`MEASURES` with at least two
+    distinct finite values (constant ones, e.g. the parameter count of one model, are left out).
+    """
+    if df.empty:
+        return pd.DataFrame()
+    x = _x_axis(df)[0]
+    cols: dict[str, pd.Series] = {}
+    for meas in MEASURES:
+        col = f"measure_{meas}"
+        if col not in df:
+            continue
+        v = pd.to_numeric(df[col], errors="coerce").astype(float)
+        v = v.where(np.isfinite(v))
+        lo, hi = v.min(), v.max()
+        if v.notna().sum() < 2 or not hi > lo:
+            continue
+        cols[meas] = (v - lo) / (hi - lo)
+    if not cols:
+        return pd.DataFrame()
+    return pd.DataFrame(cols).groupby(x.values).mean().sort_index()
+
+
+def _figures(df: pd.DataFrame, tt: pd.DataFrame, outdir: Path) -> list[Figure]:
+    figs = []
+    x, xlabel, ticks, ticklabels = _x_axis(df)
+    models = list(dict.fromkeys(df["model"]))
+    fig, axes = new_figure(len(models))
+    for ax, model in zip(axes, models):
+        g = df[df["model"] == model].assign(_x=x[df["model"] == model])
+        mean = g.groupby("_x").mean(numeric_only=True).sort_index()
+        ax.plot(mean.index, mean["test_error"], "k-o", lw=2, label="test error (measured)")
+        ax.plot(mean.index, mean["train_error"], color="0.5", ls=":", marker=".",
+                label="train error")
+        for i, b in enumerate(BOUNDS):
+            if b in mean and mean[b].notna().any():
+                color = ("tab:blue", "tab:purple", "tab:green")[i]  # not the lines' colours
+                ax.plot(mean.index, mean[b], marker="sD^"[i], ls="--", color=color,
+                        label=BOUND_LABELS[b])
+                if g["seed"].nunique() > 1:  # show the seeds behind the mean
+                    ax.scatter(g["_x"], g[b], s=8, alpha=0.4, color=color)
+        ax.axhline(1.0, color="tab:red", lw=1, label="vacuous (1)")
+        k = pd.to_numeric(g.get("num_classes", pd.Series(dtype=float)), errors="coerce").max()
+        k = int(k) if pd.notna(k) and k >= 2 else 2
+        ax.axhline(1 - 1 / k, color="tab:orange", lw=1, ls="-.",
+                   label=f"chance error {1 - 1 / k:.2g} ({k} classes)")
+        ax.set_ylim(-0.02, 1.08)
+        ax.set_xticks(ticks, ticklabels, fontsize=7)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("error / bound on error")
+        ax.set_title(str(model), fontsize=9)
+        ax.legend(fontsize=6)
+    figs.append(save_figure(fig, outdir, "bounds_vs_corruption",
+                            "Each generalization bound beside the measured test (and train) "
+                            "error vs label corruption, mean over seeds; a bound at or above the "
+                            "red line (1) is vacuous, at or above the orange line (chance error) "
+                            "is no better than guessing."))
+    norm = normalized_measures(df)
+    if norm.empty and tt.empty:
+        return figs
+    fig, axes = new_figure(2, width=5.5, height=4.0)
+    cmap = _cmap(len(norm.columns))
+    for i, meas in enumerate(norm.columns):
+        axes[0].plot(norm.index, norm[meas], marker="os^vD<>p*hX+"[i % 12], color=cmap(i),
+                     label=meas)
+    axes[0].set_xticks(ticks, ticklabels, fontsize=7)
+    axes[0].set_xlabel(xlabel)
+    axes[0].set_ylabel("measure, min-max scaled over runs")
+    axes[0].set_ylim(-0.05, 1.05)
+    if len(norm.columns):
+        axes[0].legend(fontsize=6)
+    if not tt.empty:
+        t = tt.set_index("measure")
+        pos = np.arange(len(t))
+        rise = t["tau_with_corruption"].astype(float).fillna(0.0)
+        axes[1].barh(pos - 0.2, rise, height=0.4,
+                     color=["tab:green" if v > 0 else "tab:gray" for v in rise])
+        axes[1].barh(pos + 0.2, t["kendall_tau_gap"].astype(float).fillna(0.0), height=0.4,
+                     color="tab:blue", alpha=0.6)
+        axes[1].set_yticks(pos, t.index.tolist(), fontsize=7)
+        axes[1].axvline(0.0, color="k", lw=0.8)
+        axes[1].set_xlim(-1.05, 1.05)
+        axes[1].set_xlabel("Kendall tau")
+        axes[1].invert_yaxis()
+        from matplotlib.patches import Patch
+
+        axes[1].legend(handles=[Patch(color="tab:green", label="tau with corruption > 0 (rises)"),
+                                Patch(color="tab:gray", label="tau with corruption <= 0"),
+                                Patch(color="tab:blue", alpha=0.6, label="tau with the gap")],
+                       fontsize=6)
+    figs.append(save_figure(fig, outdir, "measures_vs_corruption",
+                            "Left: each capacity measure, scaled to [0, 1] over the runs "
+                            "(constant or non-finite ones left out), vs label corruption. "
+                            "Right: each measure's Kendall tau with the corruption level "
+                            "(green bars: the measure rises with corruption) and with the "
+                            "generalization gap."))
+    return figs
+
+
+def _cmap(n: int):
+    import matplotlib
+
+    return matplotlib.colormaps["tab20" if n > 10 else "tab10"]  # n distinct colours
 
 
 def summary(results: Results) -> pd.DataFrame:
@@ -235,8 +366,11 @@ def report(results: Results, outdir: Path) -> Section:
     if not tt.empty:
         sec.tables.append(("Rank correlation of each measure with the generalization gap", tt))
         rising = tt[tt["rises_with_corruption"] == True]["measure"].tolist()  # noqa: E712
+        flat = tt[tt["rises_with_corruption"] == False]["measure"].tolist()  # noqa: E712
         sec.notes.append("Measures that rise with label corruption: "
-                         f"{', '.join(rising) or 'none'}.")
+                         f"{', '.join(rising) or 'none'}; that do not: "
+                         f"{', '.join(flat) or 'none'}.")
+    sec.figures = _figures(df, tt, outdir)
     true = df[df["condition"] == "true"]
     rand = df[df["condition"].isin(["random-labels", "corrupt:1.0", "corrupt:1"])]
     if "dr_bound" in df and len(true) and len(rand):
