@@ -158,3 +158,13 @@ def test_alexnet_training_smoke():
     with torch.no_grad():
         losses.append(F.cross_entropy(m(x), y).item())
     assert losses[-1] < losses[0] - 0.005, losses
+
+
+def test_inception_without_batchnorm_keeps_its_signal_at_initialization():
+    # PyTorch's default conv init shrinks the variance ~6x per ReLU layer: without BatchNorm the
+    # logits of the 11-conv-deep network would be ~0 and training would never start
+    torch.manual_seed(0)
+    m = genlab.build_model("inception-small-nobn", (1, 28, 28), 10)
+    x = torch.randn(64, 1, 28, 28)
+    with torch.no_grad():
+        assert 0.1 < m(x).std().item() < 10

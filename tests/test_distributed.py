@@ -34,11 +34,21 @@ def _env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "CI": "1"}
 
 
-def _torchrun(tree: Path, out: Path) -> subprocess.CompletedProcess:
+def _torchrun(tree: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
            "2", "-m", "genlab.cli", "run", "table2", "--data-dir", str(tree), "--out", str(out),
-           *COMMON]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=_env())
+           *COMMON, *extra]
+    env = {**_env(), "GENLAB_LOADER_WORKERS": "1"}  # streaming: one decoding worker per rank
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
+
+
+def _digests(stderr: str) -> dict[str, dict[int, str]]:
+    """{"RUN CONDITION": {rank: labels digest}} from the ranks' log lines."""
+    seen: dict[str, dict[int, str]] = {}
+    for rank, run, cond, digest in re.findall(
+            r"genlab rank (\d)/2: run (\w+) (\S+) labels sha256 ([0-9a-f]{16})$", stderr, re.M):
+        seen.setdefault(f"{run} {cond}", {})[int(rank)] = digest
+    return seen
 
 
 def _runs(out: Path) -> list[tuple]:
@@ -71,25 +81,27 @@ def test_two_gloo_processes_train_table2(dist_run):
     assert all({"train_top5", "test_top5"} <= set(json.loads(res)) for _, res in tasks)
 
 
-def test_both_ranks_see_the_same_random_labels(dist_run):
+def _assert_same_seeded_random_labels(stderr: str, tree) -> None:
+    """Every run's labels hash equal on both ranks; random-label runs carry the seeded labels."""
     from genlab.conditions import apply_condition
     from genlab.datasets import load_dataset
     from genlab.distributed import labels_digest
     from genlab.imagenet import imagefolder_name
 
-    root, tree, r = dist_run
-    assert r.returncode == 0, r.stderr[-3000:]
-    seen: dict[str, dict[int, str]] = {}
-    for rank, run, cond, digest in re.findall(
-            r"genlab rank (\d)/2: run (\w+) (\S+) labels sha256 ([0-9a-f]{16})$", r.stderr, re.M):
-        seen.setdefault(f"{run} {cond}", {})[int(rank)] = digest
+    seen = _digests(stderr)
     assert len(seen) == 6
     assert all(set(d) == {0, 1} and d[0] == d[1] for d in seen.values()), seen
     # ... and they are this process's seeded random labels, not the true ones
     data = load_dataset(imagefolder_name(32), data_dir=tree, seed=0)
     noisy, _ = apply_condition(data, "random-labels", 0)
-    rl = next(d[0] for k, d in seen.items() if k.endswith("random-labels"))
-    assert rl == labels_digest(noisy.y_train) != labels_digest(data.y_train)
+    rl = {d[0] for k, d in seen.items() if k.endswith("random-labels")}
+    assert rl == {labels_digest(noisy.y_train)} != {labels_digest(data.y_train)}
+
+
+def test_both_ranks_see_the_same_random_labels(dist_run):
+    root, tree, r = dist_run
+    assert r.returncode == 0, r.stderr[-3000:]
+    _assert_same_seeded_random_labels(r.stderr, tree)
 
 
 def test_distributed_matches_one_process_and_reruns_skip(dist_run, one_thread):
@@ -113,6 +125,26 @@ def test_distributed_matches_one_process_and_reruns_skip(dist_run, one_thread):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "labels sha256" not in again.stderr  # nothing trained twice
     assert len(_runs(root / "out")) == 6
+
+
+def test_two_gloo_processes_stream_the_tree_from_disk(dist_run):
+    """--set loader=stream: each rank reads its shares with a DataLoader; same labels on both
+    ranks, and the same training as the in-memory distributed run (same batches per rank)."""
+    root, tree, mem = dist_run
+    assert mem.returncode == 0, mem.stderr[-3000:]
+    r = _torchrun(tree, root / "stream", "--set", "loader=stream")
+    assert r.returncode == 0, r.stderr[-3000:]
+    _assert_same_seeded_random_labels(r.stderr, tree)
+    import genlab
+
+    a = genlab.load(root / "stream", "table2").sort_values(["condition", "augmentation",
+                                                            "weight_decay"])
+    b = genlab.load(root / "out", "table2").sort_values(["condition", "augmentation",
+                                                         "weight_decay"])
+    assert set(a["status"]) == {"done"} and len(a) == 6
+    assert a["source"].str.contains("streamed from disk").all()
+    np.testing.assert_allclose(a["train_loss"], b["train_loss"], rtol=1e-5)
+    np.testing.assert_allclose(a["test_acc"], b["test_acc"])
 
 
 def test_imagefolder_errors(tmp_path):

@@ -170,7 +170,7 @@ def test_dropout_reaches_models_with_a_place_for_it():
 
 def test_recipes_resolve_per_model_and_flags_override():
     assert recipes.recipe_for("inception-small").lr == 0.1
-    assert recipes.recipe_for("inception-small-nobn").lr == 0.1
+    assert recipes.recipe_for("inception-small-nobn").lr == 0.003  # 0.1 diverges without BN
     for m in ("alexnet-small", "mlp1x512", "mlp3x512"):
         r = recipes.recipe_for(m)
         assert (r.lr, r.momentum, r.lr_decay, r.batch_size, r.weight_decay) == (
@@ -316,7 +316,8 @@ def test_table1_on_other_data_marks_the_paper_column(tmp_path, monkeypatch, one_
     monkeypatch.setitem(datasets._REGISTRY, "tiny28", datasets._Entry(loader, "tiny"))
     datasets.clear_cache()
     out = tmp_path / "t1"
-    genlab.run("table1", out, dataset="tiny28", models=["mlp1x512"], epochs=1, batch_size=16)
+    genlab.run("table1", out, dataset="tiny28", models=["mlp1x512"], epochs=1, batch_size=16,
+               train_size=32, test_size=8)
     from genlab.experiments import Results
     from genlab.experiments.table1 import report, table
 
@@ -328,7 +329,22 @@ def test_table1_on_other_data_marks_the_paper_column(tmp_path, monkeypatch, one_
     sec = report(Results(runs, genlab.load(out, curves=True), genlab.load(out, tasks=True)),
                  tmp_path)
     assert "NOT COMPARABLE" in sec.tables[0][0]
+    assert any("subset of the test split (8 images" in n and "17.7 points" in n
+               for n in sec.notes), sec.notes
     datasets.clear_cache()
+
+
+def test_table1_evaluates_a_test_subset_by_default_only_for_training_subsets():
+    from genlab.experiments.table1 import DEFAULTS, SUBSET_TEST_SIZE, grid
+
+    def sizes(**kw):
+        o = Options(dataset="cifar10", models=["mlp1x512"], **kw).with_defaults(DEFAULTS)
+        return {s.test_size for s in grid(o)}
+
+    assert sizes() == {0}  # full size, the paper's protocol: the whole test split
+    assert sizes(train_size=2000) == {SUBSET_TEST_SIZE} == {2000}
+    assert sizes(train_size=2000, test_size=0) == {0}  # --test-size 0: the whole split
+    assert sizes(train_size=2000, test_size=500) == {500}
 
 
 def test_figure2_end_to_end_tiny(cifar_dir, tmp_path, one_thread):

@@ -158,7 +158,12 @@ class ConvBNReLU(nn.Sequential):
             raise GenlabError("ConvBNReLU supports SAME padding only with stride 1")
         padding = 0 if valid else kernel // 2  # TF SAME == symmetric k//2 for odd k, stride 1
         layers: OrderedDict[str, nn.Module] = OrderedDict()
-        layers["conv"] = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding)
+        layers["conv"] = conv = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding)
+        # He initialization: PyTorch's default keeps 1/6 of the variance per ReLU layer, so
+        # without BatchNorm the 11-conv-deep network's output is ~0, its loss sits at ln K and
+        # it never trains (measured); He keeps the scale, and BatchNorm makes it moot with BN
+        nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+        nn.init.zeros_(conv.bias)
         if batchnorm:
             layers["bn"] = nn.BatchNorm2d(c_out, affine=False)
         layers["relu"] = nn.ReLU()

@@ -94,6 +94,9 @@ def apply_condition(data: Dataset, condition: str, seed: int) -> tuple[Dataset, 
     c = canonical_condition(condition)
     name, _, arg = c.partition(":")
     transform, _ = _CONDITIONS[name]
+    if corruption_level(c) is None and not isinstance(data.x_train, torch.Tensor):
+        raise GenlabError(f"condition {c} changes pixels, which needs the images in memory; "
+                          f"{data.name} is streamed from disk (label conditions only)")
     gen = torch.Generator().manual_seed(_stream_seed(seed, name))
     out = transform(data, gen, float(arg) if arg else 0.0)
     changed = int((out.y_train != data.y_train).sum())

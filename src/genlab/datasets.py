@@ -45,6 +45,7 @@ class Dataset:
     """Train and test splits of one image classification data set, held in memory.
 
     x_train: float32 (N, C, H, W), images scaled to [0, 1] (mnist1d and gaussian are real-valued);
+    for an ImageFolder tree streamed from disk, a lazy :class:`genlab.streaming.ImageFiles`;
     y_train: int64 (N,) in [0, num_classes); x_test / y_test: the same for the M test images.
     mean / std: per-channel mean and population standard deviation of x_train (length C).
     source: human-readable description of where the data came from.
@@ -73,7 +74,12 @@ class Dataset:
 
 
 def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and population std of images ``x`` (N, C, H, W) -> two tuples of len C."""
+    """Per-channel mean and population std of images ``x`` (N, C, H, W) -> two tuples of len C.
+
+    Images streamed from disk (:class:`genlab.streaming.ImageFiles`) compute their own.
+    """
+    if not isinstance(x, torch.Tensor):
+        return x.channel_stats()
     std, mean = torch.std_mean(x, dim=(0, 2, 3), correction=0)
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 

@@ -26,6 +26,13 @@ another, through the one trainer (:func:`genlab.train.train` with ``shard=(rank,
 * **Evaluation.** Every rank evaluates the whole (in-memory) train and test sets with the same
   weights and buffers, so every rank computes the same numbers and takes the same stopping
   decisions; rank 0 records them. (Duplicated work, but no result can differ between ranks.)
+  Streamed data (full ImageNet, :mod:`genlab.streaming`) is evaluated in shares instead: each
+  rank reads every world-th image and the sums are all-reduced, so all ranks still get the
+  same numbers.
+* **Streaming.** For a tree streamed from disk each rank's DataLoader reads only its share of
+  every global batch (a ``DistributedSampler`` over the shared permutation), decoded by its own
+  worker processes; the labels are resident and drawn once from the seed on every rank, so the
+  labels digest below checks them as for in-memory data.
   ``--fast`` together with a target accuracy is refused: its skipped train-set evaluation depends
   on each rank's running accuracy, which differs between shards.
 * **Divergence.** The trainer checks each rank's own running loss; a non-finite gradient on
@@ -206,6 +213,9 @@ def _train_one(spec: Any, store: Any, dev: torch.device, rank: int, world: int,
     prep = prepare(spec, dev, data_dir=data_dir, download=download)
     keep = len(prep.y_train) - len(prep.y_train) % world  # equal shares on every rank
     prep.x_train, prep.y_train = prep.x_train[:keep], prep.y_train[:keep]
+    if not isinstance(prep.x_train, torch.Tensor):  # streamed: evaluate in shares, all-reduce
+        prep.x_train = prep.x_train.sharded(rank, world)
+        prep.x_test = prep.x_test.sharded(rank, world)
     digest = labels_digest(prep.y_train)
     line = f"genlab rank {rank}/{world}: run {spec.hash} {spec.condition} labels sha256 {digest}\n"
     os.write(sys.stderr.fileno(), line.encode())  # one write: ranks' lines never interleave

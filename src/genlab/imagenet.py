@@ -1,19 +1,19 @@
 """ImageNet-style data (an ImageFolder tree) and torchvision's Inception V3, for Table 2.
 
 Data set ``imagefolder`` reads ``DATA_DIR/train/<class>/*`` and ``DATA_DIR/val/<class>/*``
-(torchvision's ImageFolder layout; ``--data-dir`` names ``DATA_DIR``), resizes each image's
-shorter side to the image size and centre-crops it square, and returns the splits as in-memory
-tensors like every other genlab data set. ``imagefolder`` is 299x299 (Inception V3's input);
-``imagefolder-SIZE`` (e.g. ``imagefolder-32``) is the same tree at SIZE x SIZE, registered on
-first use through :func:`imagefolder_name` (the ``table2`` experiment does this for
-``--set image_size=SIZE``).
+(torchvision's ImageFolder layout; ``--data-dir`` names ``DATA_DIR``) with
+``torchvision.datasets.ImageFolder``, resizes each image's shorter side to the image size and
+centre-crops it square. ``imagefolder`` is 299x299 (Inception V3's input); ``imagefolder-SIZE``
+(e.g. ``imagefolder-32``) is the same tree at SIZE x SIZE, registered on first use through
+:func:`imagefolder_name` (the ``table2`` experiment does this for ``--set image_size=SIZE``).
 
-Honest limit: the one trainer keeps the data resident as tensors, so this loader only suits trees
-that fit in memory. All of ImageNet (1,281,167 training images) at 299x299x3 is about 344 GB as
-uint8 and 1.4 TB as float32; it cannot be held, and no streaming path is implemented yet. The
-loader refuses (one-line error) when the decoded tree would exceed ``$GENLAB_IMAGEFOLDER_MAX_GB``
-(default 32 GB of float32), instead of running out of memory. Use a subset tree (a few hundred
-classes at a smaller size, or a few images per class) until a streaming loader exists.
+In memory or streamed: a tree whose decoded images fit in ``$GENLAB_IMAGEFOLDER_MAX_GB``
+(default 32 GB of float32) is decoded once and held as tensors like every other genlab data
+set. A larger tree (all of ImageNet at 299x299 is about 1.4 TB as float32) is streamed
+instead: the splits are :class:`genlab.streaming.ImageFiles`, read batch by batch from disk by
+DataLoader worker processes during training (see :mod:`genlab.streaming`). The names
+``imagefolder-stream`` and ``imagefolder-SIZE-stream`` stream whatever the size (``table2
+--set loader=stream``). Both paths decode the same pixels and index the same labels.
 
 Model ``inception-v3`` is ``torchvision.models.inception_v3(weights=None, aux_logits=False,
 init_weights=True)``. Its dropout before the classifier comes from the run spec (``--dropout``,
@@ -28,7 +28,6 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -44,26 +43,33 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 SPLITS = ("train", "val")
 
 
-def imagefolder_name(size: int = DEFAULT_SIZE) -> str:
-    """The data-set name for the ImageFolder tree at ``size`` x ``size``; registers it if new."""
+def imagefolder_name(size: int = DEFAULT_SIZE, stream: bool = False) -> str:
+    """The data-set name for the ImageFolder tree at ``size`` x ``size``; registers it if new.
+
+    ``stream``: the name that always streams from disk (else: in memory when it fits).
+    """
     if isinstance(size, bool) or not isinstance(size, int) or size < 8:
         raise GenlabError(f"image_size must be an integer >= 8, got {size!r}")
-    name = "imagefolder" if size == DEFAULT_SIZE else f"imagefolder-{size}"
+    name = ("imagefolder" if size == DEFAULT_SIZE else f"imagefolder-{size}") + (
+        "-stream" if stream else "")
     if name not in list_datasets():
-        register_dataset(name, _loader(size), f"ImageFolder tree in --data-dir at {size}x{size}")
+        how = "streamed from disk" if stream else "in memory, streamed when too large"
+        register_dataset(name, _loader(size, True if stream else None),
+                         f"ImageFolder tree in --data-dir at {size}x{size} ({how})")
     return name
 
 
 def ensure_registered(name: str) -> None:
-    """Register ``imagefolder-SIZE`` if ``name`` is one (so ``--dataset imagefolder-64`` works)."""
-    m = re.fullmatch(r"imagefolder-(\d+)", name.strip().lower())
-    if m:
-        imagefolder_name(int(m.group(1)))
+    """Register ``imagefolder[-SIZE][-stream]`` if ``name`` is one (``--dataset
+    imagefolder-64``)."""
+    m = re.fullmatch(r"imagefolder(?:-(\d+))?(-stream)?", name.strip().lower())
+    if m and (m.group(1) or m.group(2)):
+        imagefolder_name(int(m.group(1) or DEFAULT_SIZE), stream=bool(m.group(2)))
 
 
-def _loader(size: int):
+def _loader(size: int, stream: bool | None):
     def load(data_dir: Path | None, download: bool) -> Dataset:
-        return load_imagefolder(data_dir, size)
+        return load_imagefolder(data_dir, size, stream=stream)
 
     return load
 
@@ -82,66 +88,50 @@ def _check_tree(data_dir: Path | None) -> Path:
     return root
 
 
-def _index(folder: Path, classes: Sequence[str] | None = None
-           ) -> tuple[list[str], list[tuple[Path, int]]]:
-    """(class names, [(file, class index)]) in ImageFolder's order (sorted classes, files)."""
-    names = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    classes = list(classes) if classes is not None else names
-    lookup = {c: i for i, c in enumerate(classes)}
-    samples = []
-    for c in names:
-        if c not in lookup:
-            raise GenlabError(f"class folder {folder / c} is not among the training classes")
-        for f in sorted((folder / c).rglob("*")):
-            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
-                samples.append((f, lookup[c]))
-    return classes, samples
-
-
-def _read(path: Path, size: int) -> np.ndarray:
-    """One image -> uint8 (3, size, size): shorter side resized to ``size``, centre crop."""
-    from PIL import Image
-
+def memory_limit_gb() -> float:
+    """``$GENLAB_IMAGEFOLDER_MAX_GB``: the largest tree (GB of float32 images) held in memory."""
+    text = os.environ.get("GENLAB_IMAGEFOLDER_MAX_GB", "32")
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            w, h = im.size
-            scale = size / min(w, h)
-            nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-            im = im.resize((nw, nh), Image.BILINEAR)
-            left, top = (nw - size) // 2, (nh - size) // 2
-            im = im.crop((left, top, left + size, top + size))
-            return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
-    except OSError as e:
-        raise GenlabError(f"cannot read image {path}: {e}") from None
+        limit = float(text)
+    except ValueError:
+        raise GenlabError(f"$GENLAB_IMAGEFOLDER_MAX_GB must be a number of GB, got {text!r}"
+                          ) from None
+    return limit
 
 
-def load_imagefolder(data_dir: Path | None, size: int = DEFAULT_SIZE) -> Dataset:
-    """Both splits of an ImageFolder tree as float32 tensors in [0, 1], (N, 3, size, size)."""
+def load_imagefolder(data_dir: Path | None, size: int = DEFAULT_SIZE,
+                     stream: bool | None = None) -> Dataset:
+    """Both splits of an ImageFolder tree: images (N, 3, size, size) in [0, 1], labels (N,).
+
+    ``stream``: True streams from disk (:class:`genlab.streaming.ImageFiles` splits), False
+    decodes into float32 tensors, None (auto) decodes unless the tree exceeds
+    :func:`memory_limit_gb`.
+    """
+    from .streaming import ImageFiles, TreeFolder
+
     root = _check_tree(data_dir)
-    classes, train = _index(root / "train")
-    _, val = _index(root / "val", classes)
-    if not train or not val:
+    train = TreeFolder(root / "train", size)
+    val = TreeFolder(root / "val", size, train.classes)
+    if not train.samples or not val.samples:
         raise GenlabError(f"--data-dir {root} is not an ImageFolder tree: no images "
                           f"({', '.join(IMAGE_EXTENSIONS)}) under train/ or val/")
-    gb = (len(train) + len(val)) * 3 * size * size * 4 / 1e9
-    limit = float(os.environ.get("GENLAB_IMAGEFOLDER_MAX_GB", "32"))
-    if gb > limit:
-        raise GenlabError(f"{root}: {len(train) + len(val)} images at {size}x{size} take "
-                          f"{gb:.0f} GB in memory (limit {limit:g} GB, "
-                          "$GENLAB_IMAGEFOLDER_MAX_GB); genlab holds data in memory and has no "
-                          "streaming loader yet: use a smaller subset tree or image size")
-
-    def split(samples: list[tuple[Path, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        x = np.stack([_read(f, size) for f, _ in samples])
-        y = torch.tensor([c for _, c in samples], dtype=torch.int64)
-        return torch.from_numpy(x).to(torch.float32).div_(255.0), y
-
-    x_tr, y_tr = split(train)
-    x_te, y_te = split(val)
-    return _build(f"imagefolder-{size}", x_tr, y_tr, x_te, y_te, classes,
-                  f"ImageFolder tree {root} ({len(train)} train / {len(val)} val images, "
-                  f"{size}x{size} centre crops)")
+    n = len(train.samples) + len(val.samples)
+    gb = n * 3 * size * size * 4 / 1e9
+    if stream is None:
+        stream = gb > memory_limit_gb()
+    x_tr, x_te = ImageFiles(train), ImageFiles(val)
+    y_tr = torch.tensor(train.targets, dtype=torch.int64)
+    y_te = torch.tensor(val.targets, dtype=torch.int64)
+    what = (f"ImageFolder tree {root} ({len(train.samples)} train / {len(val.samples)} val "
+            f"images, {size}x{size} centre crops")
+    if not stream:
+        return _build(f"imagefolder-{size}", x_tr.decode(), y_tr, x_te.decode(), y_te,
+                      train.classes, what + ", in memory)")
+    mean, std = x_tr.channel_stats()
+    return Dataset(name=f"imagefolder-{size}", x_train=x_tr, y_train=y_tr, x_test=x_te,
+                   y_test=y_te, num_classes=len(train.classes), classes=list(train.classes),
+                   mean=mean, std=std,
+                   source=what + f", streamed from disk: {gb:.0f} GB as float32)")
 
 
 def inception_v3(input_shape: Sequence[int], num_classes: int, dropout: float = 0.0

@@ -59,12 +59,18 @@ def output_shape(name: str, input_shape: Sequence[int]) -> tuple[int, ...]:
 
 def apply(name: str, x: torch.Tensor, mean: Sequence[float], std: Sequence[float]
           ) -> torch.Tensor:
-    """Preprocess a batch ``x`` (N, C, H, W); ``mean``/``std`` are per channel (normalize)."""
+    """Preprocess a batch ``x`` (N, C, H, W); ``mean``/``std`` are per channel (normalize).
+
+    Images streamed from disk (:class:`genlab.streaming.ImageFiles`) are preprocessed batch by
+    batch as they are read.
+    """
     check_preprocess(name)
+    if not isinstance(x, torch.Tensor):
+        return x.preprocessed(name, mean, std)
     if name == "none":
         return x
     if name == "paper":
         return whiten(centre_crop(x)).contiguous()
-    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, *([1] * (x.dim() - 2)))
+    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, *([1] * (x.dim() - 2)))
     s = torch.tensor(std, dtype=torch.float32).clamp_min(1e-6).view_as(m)
     return (x - m) / s

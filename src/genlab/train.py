@@ -2,7 +2,9 @@
 
 Every experiment trains through :func:`train`. The data stay as tensors on the training device;
 a batch is an index into them (no Dataset, no DataLoader, no per-sample Python), and the loop
-only synchronises with the host once per epoch, to check for divergence.
+only synchronises with the host once per epoch, to check for divergence. Images too large to
+hold (full ImageNet) come as a :class:`genlab.streaming.ImageFiles` instead, which reads the
+same batches from disk with DataLoader workers; labels stay resident either way.
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .spec import Recipe
+
+if TYPE_CHECKING:
+    from .streaming import ImageFiles
 
 EVAL_BATCH = 2048
 #: evaluation batch on the CPU: a 2048-image batch of a CNN's activations overflows the caches
@@ -89,13 +94,15 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
 
 
 @torch.no_grad()
-def evaluate_margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor, margin: float,
-                    batch: int | None = None) -> tuple[float, float, float]:
+def evaluate_margin(model: nn.Module, x: torch.Tensor | ImageFiles, y: torch.Tensor,
+                    margin: float, batch: int | None = None) -> tuple[float, float, float]:
     """Loss (nats), accuracy, and the fraction of points whose logit margin is >= ``margin``.
 
     The logit margin of a point is its true-class logit minus the largest other logit; with
     ``margin`` 0 the third value is NaN (not computed). One pass in eval mode.
     """
+    if not isinstance(x, torch.Tensor):  # streamed from disk
+        return x.evaluate(model, y, margin, batch)
     batch = batch or (EVAL_BATCH_CPU if x.device.type == "cpu" else EVAL_BATCH)
     was_training = model.training
     model.eval()
@@ -123,9 +130,9 @@ def logit_margins(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def train(
     model: nn.Module,
-    x_train: torch.Tensor,
+    x_train: torch.Tensor | ImageFiles,
     y_train: torch.Tensor,
-    x_test: torch.Tensor,
+    x_test: torch.Tensor | ImageFiles,
     y_test: torch.Tensor,
     recipe: Recipe,
     *,
@@ -141,7 +148,9 @@ def train(
 ) -> TrainResult:
     """Train ``model`` on (x_train, y_train) with ``recipe``; evaluate on both splits.
 
-    Shapes: x (N, C, H, W) float, y (N,) int64, all on the model's device. Stops at the first
+    Shapes: x (N, C, H, W) float, y (N,) int64, all on the model's device. The images may be
+    :class:`genlab.streaming.ImageFiles` instead (streamed from disk; the same permutation
+    picks the same images in the same batches, read by DataLoader workers). Stops at the first
     evaluation whose training accuracy reaches ``recipe.target_train_acc``, after
     ``recipe.epochs`` epochs, or after ``recipe.max_steps`` steps. Passing ``state``,
     ``optimizer_state`` and ``generator_state`` from a checkpoint continues a run bit for bit.
@@ -161,11 +170,12 @@ def train(
     device = x_train.device
     state = state or TrainState()
     fast = recipe.fast
+    resident = isinstance(x_train, torch.Tensor)
     if channels_last(model, x_train, recipe):
         model = model.to(memory_format=torch.channels_last)
-        if fast:  # on the CPU the inputs may stay NCHW (oneDNN converts; no copy of the data)
+        if fast and resident:  # on the CPU inputs may stay NCHW (oneDNN converts; no copy)
             x_train = x_train.contiguous(memory_format=torch.channels_last)
-    if fast and device.type == "cuda":
+    if fast and resident and device.type == "cuda":
         x_train = x_train.to(torch.bfloat16)  # half the memory and bandwidth, resident
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast)
     own, net, cached = model, model, None
@@ -190,6 +200,7 @@ def train(
     while not _finished(state, recipe):
         lr = _set_lr(opt, recipe, state)
         perm = torch.randperm(n, device=device, generator=gen)
+        stream = None if resident else x_train.batches(perm, bs, shard)  # reads perm's order
         running = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.int64)
         seen = 0
@@ -199,7 +210,7 @@ def train(
             idx = perm[i:i + bs]
             if shard is not None:
                 idx = idx[shard[0]::shard[1]]
-            xb = x_train[idx]
+            xb = x_train[idx] if stream is None else next(stream)
             if augment is not None:
                 xb = augment(xb, gen)
             yb = y_train[idx]

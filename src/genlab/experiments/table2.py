@@ -3,7 +3,10 @@
 Rows (augmentation, dropout, weight decay): all regularizers; augmentation only; weight decay
 only; none; random labels with none; random labels with all. Each row is one run on an ImageFolder
 tree (``--data-dir``; data set ``imagefolder`` at 299x299, or ``--set image_size=N``), trained with
-the one trainer, usually under ``torchrun`` (see :mod:`genlab.distributed` and the README). After
+the one trainer, usually under ``torchrun`` (see :mod:`genlab.distributed` and the README).
+``--set loader=auto`` (default) holds a tree that fits in ``$GENLAB_IMAGEFOLDER_MAX_GB`` in memory
+and streams a larger one (full ImageNet) from disk with DataLoader workers;
+``--set loader=stream`` always streams (:mod:`genlab.streaming`). After
 training, a task per run reloads its saved weights and measures top-1 and top-5 accuracy on the
 train and test splits (the trainer itself records top-1 only, and the best test top-1 during
 training, the paper's parenthesised numbers).
@@ -26,6 +29,7 @@ import pandas as pd
 import torch
 
 from .. import paper
+from ..errors import GenlabError
 from ..spec import RunSpec
 from .base import (
     Claim,
@@ -60,8 +64,10 @@ DEFAULTS = {
     # after training; random labels reach 95%, not 100%).
     "lr": 0.1, "momentum": 0.9, "lr_decay": 0.95, "batch_size": 256, "epochs": 100,
     "weight_decay": 4e-5, "target_train_acc": 0.0, "augment": "crop+flip+color", "dropout": 0.5,
-    "extra": {"image_size": 299},
+    "extra": {"image_size": 299, "loader": "auto"},
 }
+#: --set loader=...: in memory unless too large (auto), or always streamed from disk
+LOADERS = ("auto", "stream")
 
 
 
@@ -75,8 +81,11 @@ def has_dropout(model: str) -> bool:
 def _dataset(o: Options) -> str:
     from ..imagenet import ensure_registered, imagefolder_name
 
+    loader = o.extra.get("loader", "auto")
+    if loader not in LOADERS:
+        raise GenlabError(f"--set loader={loader!r}: choose one of {', '.join(LOADERS)}")
     if o.dataset == "imagefolder":
-        return imagefolder_name(int(o.extra.get("image_size", 299)))
+        return imagefolder_name(int(o.extra.get("image_size", 299)), stream=loader == "stream")
     ensure_registered(o.dataset)
     return o.dataset
 
@@ -101,15 +110,18 @@ def tasks(o: Options) -> list[Task]:
 
 
 @torch.no_grad()
-def topk_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ks=(1, 5),
+def topk_accuracy(model: torch.nn.Module, x: Any, y: torch.Tensor, ks=(1, 5),
                   batch: int = 256) -> dict[int, float]:
-    """Top-k accuracies in [0, 1] of ``model`` on (x, y), in evaluation mode."""
+    """Top-k accuracies in [0, 1] of ``model`` on images ``x`` (N, C, H, W; a tensor or
+    streamed :class:`genlab.streaming.ImageFiles`) with labels ``y`` (N,), in evaluation mode."""
+    from ..streaming import batches_of
+
     model.eval()
     hits = {k: 0 for k in ks}
-    for i in range(0, len(x), batch):
-        out = model(x[i:i + batch]).float()
+    for xb, which in batches_of(x, batch):
+        out = model(xb).float()
         top = out.topk(min(max(ks), out.shape[1]), dim=1).indices
-        match = top == y[i:i + batch, None]
+        match = top == y[which][:, None]
         for k in ks:
             hits[k] += int(match[:, :k].any(1).sum())
     return {k: hits[k] / max(len(x), 1) for k in ks}
@@ -207,6 +219,12 @@ def report(results: Results, outdir: Path) -> Section:
     sec.notes.append(f"Data: {', '.join(data)}. The paper's numbers are for the full ImageNet "
                      "(1,281,167 / 50,000 images, 1000 classes, 299x299); other trees and sizes "
                      "are not comparable." + ("" if imagenet else " (not an ImageFolder tree)"))
+    if "source" in results.runs:
+        streamed = results.runs["source"].fillna("").str.contains("streamed from disk")
+        sec.notes.append("Images " + ("streamed from disk by DataLoader workers"
+                                      if streamed.all() else "held in memory"
+                                      if not streamed.any() else "in memory for some runs, "
+                                      "streamed from disk for others") + ".")
     sec.notes.append("Weight decay rows use the recipe's weight decay (default 4e-5; the paper "
                      "does not state it). Top-k columns come from the saved final weights; "
                      "'best' is the best test top-1 during training. Paper train/test top-5 and "
