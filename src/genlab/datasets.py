@@ -110,6 +110,8 @@ Loader = Callable[[Path | None, bool], Dataset]
 class _Entry:
     loader: Loader
     description: str
+    #: the loader may return splits streamed from disk rather than resident tensors
+    streams: bool = False
 
 
 _REGISTRY: dict[str, _Entry] = {}
@@ -122,14 +124,24 @@ def _normalize_name(name: str) -> str:
     return name.strip().lower().replace("_", "-")
 
 
-def register_dataset(name: str, loader: Loader, description: str = "") -> None:
+def register_dataset(name: str, loader: Loader, description: str = "", *,
+                     streams: bool = False) -> None:
     """Register ``loader(data_dir, download) -> Dataset`` (full splits) under ``name``.
 
     Names are case-insensitive and ``_`` equals ``-``. Re-registering a name replaces it.
+    ``streams``: the loader may hand back images read from disk batch by batch
+    (:class:`genlab.streaming.ImageFiles`) instead of tensors.
     """
     key = _normalize_name(name)
-    _REGISTRY[key] = _Entry(loader, description)
+    _REGISTRY[key] = _Entry(loader, description, streams)
     clear_cache()
+
+
+def may_stream(name: str) -> bool:
+    """Whether data set ``name`` may come streamed from disk (its images then cannot be
+    stacked or indexed as one tensor). Unknown names: False."""
+    entry = _REGISTRY.get(_normalize_name(str(name)))
+    return bool(entry and entry.streams)
 
 
 def list_datasets() -> dict[str, str]:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .datasets import may_stream
 from .errors import GenlabError
 from .runner import execute
 from .spec import RunSpec
@@ -150,8 +151,9 @@ def batch_groups(specs: list[RunSpec], store: Store) -> tuple[list[list[RunSpec]
     (genlab's MLPs, ``alexnet-small``, ``inception-small``, ``inception-small-nobn``: see
     :mod:`genlab.stacked`) and the loop limits (batch size, epochs, steps, evaluation); labels,
     pixels, seeds, learning rates, momentum, weight decay and augmentation may differ. Runs
-    with dropout, ``eval_steps``, ``fast``, ``target_margin`` or ``compile``, runs on ImageFolder
-    trees, and runs with a checkpoint (they resume on their own), train one by one.
+    with dropout, ``eval_steps``, ``fast``, ``target_margin`` or ``compile``, runs on data sets
+    that may stream from disk, and runs with a checkpoint (they resume on their own), train one
+    by one.
     """
     groups: dict[tuple, list[RunSpec]] = {}
     rest: list[RunSpec] = []
@@ -162,8 +164,7 @@ def batch_groups(specs: list[RunSpec], store: Store) -> tuple[list[list[RunSpec]
         r = s.recipe
         if (not can_stack[s.model] or r.eval_steps or r.fast or r.compile
                 or getattr(r, "target_margin", 0.0) or s.dropout
-                # an ImageFolder tree may be streamed from disk: no resident tensor to stack
-                or s.dataset.startswith("imagefolder")
+                or may_stream(s.dataset)  # streamed images are no tensor to stack
                 or store.checkpoint_path(s.hash).exists()
                 or store.status(s.hash) in ("done", "diverged")):
             rest.append(s)

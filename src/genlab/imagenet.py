@@ -55,7 +55,8 @@ def imagefolder_name(size: int = DEFAULT_SIZE, stream: bool = False) -> str:
     if name not in list_datasets():
         how = "streamed from disk" if stream else "in memory, streamed when too large"
         register_dataset(name, _loader(size, True if stream else None),
-                         f"ImageFolder tree in --data-dir at {size}x{size} ({how})")
+                         f"ImageFolder tree in --data-dir at {size}x{size} ({how})",
+                         streams=True)
     return name
 
 
