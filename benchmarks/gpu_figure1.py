@@ -54,6 +54,9 @@ import torch.nn.functional as F
 
 # this checkout's genlab, installed or not (a GPU machine may have no network to install it)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_throughput import flops_per_image, peaks, precision  # noqa: E402
+
 import genlab  # noqa: E402
 
 MODELS = ("inception-small", "alexnet-small", "mlp1x512")
@@ -152,7 +155,7 @@ def figure1_command(model: str, data_dir: Path, out: Path, args: argparse.Namesp
     """The ``genlab run figure1`` command line for one model."""
     cmd = ["genlab", "run", "figure1", "--dataset", "cifar10", "--data-dir", str(data_dir),
            "--preset", "paper", "--model", model, "--device", args.device, "--out", str(out),
-           "--no-report"]
+           "--no-report", "--conditions", ",".join(args.condition_list), "--corruptions", "none"]
     if model in args.fast_models:
         cmd.append("--fast")
     if model in args.compile_models:
@@ -265,11 +268,38 @@ def model_table(models: list[str], walls: dict[str, tuple[float, str]], runs: pd
     return lines
 
 
-def condition_table(models: list[str], runs: pd.DataFrame) -> list[str]:
+def condition_table(models: list[str], conditions: list[str], runs: pd.DataFrame) -> list[str]:
     lines = ["| condition | " + " | ".join(models) + " |",
              "|---|" + "---:|" * len(models)]
-    for c in CONDITIONS:
+    for c in conditions:
         lines.append(f"| {c} | " + " | ".join(cell(runs, m, c) for m in models) + " |")
+    return lines
+
+
+def throughput_table(runs: pd.DataFrame, device: torch.device) -> list[str]:
+    """Per run: training images/s (the trainer's own count of images over its training
+    seconds, evaluation excluded) and the fraction of the GPU's dense peak FLOP/s that is."""
+    peak = peaks(device, None)
+    fpi: dict[str, float] = {}
+    lines = ["| model | condition | trained | training images | training s (excl. eval) | "
+             "eval s | train img/s | fraction of peak FLOP/s |",
+             "|---|---|---|---:|---:|---:|---:|---|"]
+    for _, r in runs.sort_values(["model", "condition"]).iterrows():
+        if pd.isna(r.get("train_images")) or pd.isna(r.get("eval_time_s")):
+            continue  # unfinished, or stored by a genlab that did not count them
+        train_s = float(r["wall_time_s"]) - float(r["eval_time_s"])
+        ips = float(r["train_images"]) / train_s if train_s > 0 else float("nan")
+        if r["model"] not in fpi:
+            fpi[r["model"]] = flops_per_image(r["model"], device)
+        prec = precision(r["model"], bool(r.get("fast")))
+        frac = (f"{ips * fpi[r['model']] / peak[prec]:.1%} of {prec} "
+                f"{peak[prec] / 1e12:g} TFLOP/s" if peak else "n/a (peak unknown)")
+        lines.append(f"| {r['model']} | {r['condition']} | {how_trained(r)} | "
+                     f"{int(r['train_images']):,} | {train_s:.1f} | "
+                     f"{float(r['eval_time_s']):.1f} | {ips:,.0f} | {frac} |")
+    lines.append("")
+    lines.append("Forward + backward GFLOP per training image (torch.utils.flop_counter): "
+                 + ", ".join(f"{m} {v / 1e9:.3f}" for m, v in fpi.items()))
     return lines
 
 
@@ -296,6 +326,9 @@ def header(args: argparse.Namespace, argv: list[str] | None) -> list[str]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", help=f"comma-separated (default {','.join(MODELS)})")
+    ap.add_argument("--conditions", default=",".join(CONDITIONS),
+                    help="Figure 1's conditions to run, comma-separated (default all nine: "
+                    f"{','.join(CONDITIONS)})")
     ap.add_argument("--n-train", type=int, help="synthetic training images (default 50000)")
     ap.add_argument("--n-test", type=int, help="synthetic test images (default 10000)")
     ap.add_argument("--data-dir", type=Path, help="where to write (or reuse) the synthetic "
@@ -328,6 +361,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, k) is None:
             setattr(args, k, SMOKE.get(k, v) if args.smoke else v)
     args.model_list = [m.strip() for m in args.models.split(",") if m.strip()]
+    args.condition_list = [c.strip() for c in args.conditions.split(",") if c.strip()]
+    odd = sorted(set(args.condition_list) - set(CONDITIONS))
+    if odd or not args.condition_list:
+        ap.error(f"unknown condition(s) {', '.join(odd) or '(none given)'}; Figure 1's are "
+                 f"{', '.join(CONDITIONS)}")
     args.fast_models = models_flag(args.fast, args.model_list)
     args.compile_models = models_flag(args.compile, args.model_list)
     unknown = sorted(set(args.model_list + args.fast_models + args.compile_models) - set(MODELS))
@@ -354,35 +392,41 @@ def run_models(args: argparse.Namespace, data_root: Path, out: Path
     return walls
 
 
-def every_run_fit(runs: pd.DataFrame, n_models: int) -> bool:
-    return (len(runs) == n_models * len(CONDITIONS) > 0
-            and all(fitted(r) for _, r in runs.iterrows()))
+def every_run_fit(runs: pd.DataFrame, n_runs: int) -> bool:
+    return len(runs) == n_runs > 0 and all(fitted(r) for _, r in runs.iterrows())
 
 
 def summary(args: argparse.Namespace, walls: dict[str, tuple[float, str]], runs: pd.DataFrame,
             total: float) -> list[str]:
     """The markdown report after the runs: per model, per run, and the totals."""
-    n = len(args.model_list)
-    body = model_table(args.model_list, walls, runs, len(CONDITIONS))
+    n_runs = len(args.model_list) * len(args.condition_list)
+    body = model_table(args.model_list, walls, runs, len(args.condition_list))
     body += ["", "Steps to fit (training seconds) per run; 'not fit' gives the training "
              "accuracy reached and the steps run:", ""]
-    body += condition_table(args.model_list, runs)
-    body += ["", f"- Total wall time, {n} model(s), {n * len(CONDITIONS)} runs: {total:.0f} s "
-             f"(target for all three models: < {TARGET_SECONDS} s on one H100)",
+    body += condition_table(args.model_list, args.condition_list, runs)
+    if len(runs):
+        body += ["", "Throughput of each finished run:", ""]
+        body += throughput_table(runs, torch.device(
+            "cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu"))
+    whole = len(args.condition_list) == len(CONDITIONS)
+    body += ["", f"- Total wall time, {len(args.model_list)} model(s), {n_runs} runs: "
+             f"{total:.0f} s" + (f" (target for all three models: < {TARGET_SECONDS} s on one "
+                                 "H100)" if whole else ""),
              "- Every run reached 100% training accuracy: "
-             f"{'yes' if every_run_fit(runs, n) else 'no'}"]
+             f"{'yes' if every_run_fit(runs, n_runs) else 'no'}"]
     if args.device == "cpu":
         body.append("- (on the CPU: a smoke test of this script, not GPU figures)")
     return body
 
 
 def write_json(path: Path, header_lines: list[str], walls: dict[str, tuple[float, str]],
-               runs: pd.DataFrame, total: float, n_models: int) -> None:
+               runs: pd.DataFrame, total: float, n_runs: int) -> None:
     cols = [c for c in ("model", "condition", "status", "train_acc", "test_acc",
-                        "steps_to_fit", "steps", "wall_time_s", "batched") if c in runs]
+                        "steps_to_fit", "steps", "wall_time_s", "eval_time_s", "train_images",
+                        "batched") if c in runs]
     path.write_text(json.dumps({
         "header": header_lines, "total_s": total,
-        "every_run_fit": every_run_fit(runs, n_models),
+        "every_run_fit": every_run_fit(runs, n_runs),
         "commands": {m: {"wall_s": w, "outcome": o} for m, (w, o) in walls.items()},
         "runs": runs[cols].to_dict("records") if len(runs) else []}, indent=1, default=str))
 
@@ -410,7 +454,8 @@ def main(argv: list[str] | None = None) -> int:
             body.append(f"- `genlab report` (not in the total): {time.monotonic() - t:.1f} s")
         print("\n".join(body), flush=True)
         if args.json:
-            write_json(args.json, lines, walls, runs, total, len(args.model_list))
+            write_json(args.json, lines, walls, runs, total,
+                       len(args.model_list) * len(args.condition_list))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)  # the default data and results folders
     return 0

@@ -50,14 +50,13 @@ targets met or not, ready to paste into BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import os
 import platform
 import shlex
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,7 +67,6 @@ from torch.utils.flop_counter import FlopCounterMode
 # this checkout's genlab, installed or not (a GPU machine may have no network to install it)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import genlab  # noqa: E402
-import genlab.train as genlab_train  # noqa: E402
 from genlab.batched import train_batched  # noqa: E402
 from genlab.recipes import recipe_for  # noqa: E402
 from genlab.train import train  # noqa: E402
@@ -192,30 +190,6 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - t
 
 
-@contextlib.contextmanager
-def eval_timer(device: torch.device) -> Iterator[list[float]]:
-    """Add the seconds genlab's trainer spends in its per-epoch evaluations to ``acc[0]``.
-
-    Wraps ``genlab.train._eval_row`` (the one place the trainer evaluates train and test sets).
-    """
-    acc = [0.0]
-    inner = genlab_train._eval_row
-
-    def wrapper(*args, **kwargs):
-        sync(device)
-        t = time.perf_counter()
-        row = inner(*args, **kwargs)
-        sync(device)
-        acc[0] += time.perf_counter() - t
-        return row
-
-    genlab_train._eval_row = wrapper
-    try:
-        yield acc
-    finally:
-        genlab_train._eval_row = inner
-
-
 # --------------------------------------------------------------------------------------------
 # Part 1 and 2: one model's epoch, genlab's paths and the plain idiom
 
@@ -226,13 +200,15 @@ def genlab_epoch(model_name: str, data: Data, fast: bool, compile: str = "") -> 
     model = build(model_name, device)
     recipe = bench_recipe(model_name, fast=fast, compile=compile)
 
+    eval_s = [0.0]
+
     def epoch() -> None:
-        train(model, data.x, data.y, data.xt, data.yt, recipe)
+        result = train(model, data.x, data.y, data.xt, data.yt, recipe)
+        eval_s[0] = result.state.eval_seconds  # the trainer times its evaluations, synced
 
     first = timed(epoch, device)  # cuDNN autotuning, the allocator, compiling
-    with eval_timer(device) as ev:
-        steady = timed(epoch, device)
-    return Timing(first, steady, ev[0])
+    steady = timed(epoch, device)
+    return Timing(first, steady, eval_s[0])
 
 
 def plain_epoch(model_name: str, data: Data) -> Timing:
@@ -360,26 +336,20 @@ def memory_peak(n: int, n_test: int, k: int, device: torch.device, copies: bool
                 ) -> float | None:
     """Peak bytes allocated on the GPU above what was allocated before, for an n-image data
     set resident on the device plus K stacked MLP 1x512 trained for one epoch (train and test
-    evaluation included). ``copies``: each model gets its own copy of the data, stacked as
-    ``genlab run --batched`` stacks its runs' prepared tensors (genlab.executors._stacked);
-    else one shared copy. None on the CPU (it still trains, as a smoke test)."""
-    from types import SimpleNamespace
-
-    from genlab.executors import _stacked
-
+    evaluation included). ``copies``: the layout ``genlab run --batched`` trains from
+    (genlab.executors.prepare_stacked: every run's data copied into one (K, N, ...) stack,
+    each run's own tensors then dropped); else one shared copy, expanded. None on the CPU
+    (it still trains, as a smoke test)."""
     base = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     data = cifar_shaped(n, n_test, device, seed=2)
     labels = [torch.randint(10, data.y.shape, device=device) for _ in range(k)]
-    if copies:  # one prepared run per model, as genlab.runner.prepare makes them
-        preps = [SimpleNamespace(x_train=data.x.clone(), y_train=y, x_test=data.xt.clone(),
-                                 y_test=data.yt.clone()) for y in labels]
+    x, xt = data.x.expand(k, *data.x.shape), data.xt.expand(k, *data.xt.shape)
+    y, yt = torch.stack(labels), data.yt.expand(k, *data.yt.shape)
+    if copies:
+        x, xt, yt = x.clone(), xt.clone(), yt.clone()
         del data
-        x, y, xt, yt = _stacked(preps)
-    else:
-        x, xt = data.x.expand(k, *data.x.shape), data.xt.expand(k, *data.xt.shape)
-        y, yt = torch.stack(labels), data.yt.expand(k, *data.yt.shape)
     models = [build("mlp1x512", device, seed) for seed in range(k)]
     train_batched(models, x, y, xt, yt, [bench_recipe("mlp1x512")] * k, list(range(k)))
     sync(device)

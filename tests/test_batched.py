@@ -43,6 +43,8 @@ def test_batched_equals_one_by_one():
         assert many.status == one.status
         assert many.state.step == one.state.step and many.state.epoch == one.state.epoch
         assert many.state.steps_to_fit == one.state.steps_to_fit
+        assert many.state.images == one.state.images > 0
+        assert 0 < many.state.eval_seconds < many.state.elapsed
         assert len(many.history) == len(one.history)
         for a, b in zip(one.history, many.history):
             assert b["lr"] == pytest.approx(a["lr"])
@@ -124,6 +126,8 @@ def _assert_same_runs(singles, batched, models, fresh):
         assert many.status == one.status
         assert (many.state.step, many.state.epoch) == (one.state.step, one.state.epoch)
         assert many.state.steps_to_fit == one.state.steps_to_fit
+        assert many.state.images == one.state.images > 0
+        assert 0 < many.state.eval_seconds < many.state.elapsed
         assert len(many.history) == len(one.history)
         for a, b in zip(one.history, many.history):
             for key in ("epoch", "step", "train_acc", "test_acc"):
@@ -257,13 +261,35 @@ def test_sweep_stacks_cnn_groups_and_says_so(tmp_path, capsys):
     assert "3 x alexnet-small: batched" in capsys.readouterr().err
     assert main([*args, "--batched", "off", "--out", str(tmp_path / "s"), "--quiet"]) == 0
     cols = ["hash", "status", "steps", "epochs", "train_acc", "test_acc", "train_loss",
-            "batched"]
+            "batched", "train_images"]
     b = genlab.load(tmp_path / "b").sort_values("hash")[cols].reset_index(drop=True)
     s = genlab.load(tmp_path / "s").sort_values("hash")[cols].reset_index(drop=True)
     assert len(b) == 3 and (b["status"] == "done").all()
     assert (b["batched"] == 3).all() and (s["batched"] == 0).all()
-    assert b[["hash", "steps", "epochs"]].equals(s[["hash", "steps", "epochs"]])
+    assert b[["hash", "steps", "epochs", "train_images"]].equals(
+        s[["hash", "steps", "epochs", "train_images"]])
+    assert (b["train_images"] == 2 * 60).all()
     assert (abs(b["train_loss"] - s["train_loss"]) <= 1e-4).all()
+
+
+def test_prepare_stacked_holds_the_runs_data_once():
+    from genlab.errors import GenlabError
+    from genlab.executors import STACKED_FIELDS, prepare_stacked
+
+    specs = [RunSpec("digits", "mlp:32", c, train_size=80, test_size=40, seed=1)
+             for c in ("true", "random-labels", "shuffled-pixels")]
+    preps, stacked = prepare_stacked(specs, "cpu")
+    assert [t.shape[0] for t in stacked] == [3] * 4
+    for k, (spec, p) in enumerate(zip(specs, preps)):
+        alone = prepare(spec)
+        for name, t in zip(STACKED_FIELDS, stacked):
+            assert torch.equal(getattr(p, name), getattr(alone, name))
+            assert torch.equal(t[k], getattr(alone, name))
+            # a view of the stack, not a second copy
+            assert getattr(p, name).untyped_storage().data_ptr() == t.untyped_storage().data_ptr()
+    other = [specs[0], specs[1].replace(train_size=60)]
+    with pytest.raises(GenlabError, match="share shapes"):
+        prepare_stacked(other, "cpu")
 
 
 def test_executor_groups_only_runs_it_can_stack(tmp_path):
@@ -278,3 +304,15 @@ def test_executor_groups_only_runs_it_can_stack(tmp_path):
     groups, rest = batch_groups(base + margin + folder, store)
     assert [sorted(s.hash for s in g) for g in groups] == [sorted(s.hash for s in base)]
     assert {s.hash for s in rest} == {s.hash for s in margin + folder}
+
+
+def test_auto_stacks_runs_that_stop_early_only_when_stacking_wins_by_enough():
+    from genlab.sweep import EARLY_STOP_SHARE, stacking_pays
+
+    fit = [RunSpec("digits", "mlp:32", c, recipe=Recipe(target_train_acc=1.0))
+           for c in ("true", "random-labels")]
+    fixed = [s.replace(target_train_acc=0.0) for s in fit]
+    # Figure 1a's steps to fit (4.0k ... 16.6k): one by one pays ~57% of the stack's steps
+    assert EARLY_STOP_SHARE == pytest.approx((4.0 + 5.6 + 8.8 + 11.9 + 16.6) / 5 / 16.6)
+    assert stacking_pays(0.7, 1.0, fixed) and not stacking_pays(0.95, 1.0, fixed)
+    assert not stacking_pays(0.7, 1.0, fit) and stacking_pays(0.4, 1.0, fit)

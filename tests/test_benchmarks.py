@@ -58,13 +58,32 @@ def test_gpu_figure1_smoke_on_cpu(tmp_path):
         cell = out.split(f"| {condition} | ")[1]
         assert cell[0].isdigit(), cell  # steps to fit
     assert "Every run reached 100% training accuracy: yes" in out
-    assert json.loads((tmp_path / "fig1.json").read_text())["every_run_fit"] is True
+    report = json.loads((tmp_path / "fig1.json").read_text())
+    assert report["every_run_fit"] is True
+    # throughput per run from the trainer's own counts: images trained, evaluation excluded
+    assert "| mlp1x512 | gaussian | fp32, one by one |" in out
+    for r in report["runs"]:
+        assert int(r["train_images"]) == 40 * int(r["steps"]) > 0  # batch 128 > 40 images
+        assert 0 <= float(r["eval_time_s"]) < float(r["wall_time_s"])
     # the files are CIFAR10's on-disk format, read by genlab's own loader
     import genlab
 
     ds = genlab.load_dataset("cifar10", data_dir=data)
     assert tuple(ds.x_train.shape) == (40, 3, 32, 32) and tuple(ds.x_test.shape) == (20, 3, 32, 32)
     assert sorted(set(ds.y_train.tolist())) == list(range(10))
+
+
+@pytest.mark.slow
+def test_gpu_figure1_runs_only_the_named_conditions(tmp_path):
+    out = _script("gpu_figure1.py", "--smoke", "--conditions", "gaussian", "--n-train", "40",
+                  "--n-test", "20", "--max-steps", "50")
+    assert "| 1/1 | 1/1 |" in out and "1 runs" in out
+    assert "| gaussian | " in out and "| true | " not in out
+    assert "Every run reached 100% training accuracy: yes" in out
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_figure1.py"),
+                           "--smoke", "--conditions", "noise"], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert proc.returncode == 2 and "unknown condition(s) noise" in proc.stderr
 
 
 @pytest.mark.slow

@@ -270,6 +270,30 @@ def test_figure1_preset_paper_plans_the_papers_protocol(cifar_dir):
     assert {(s.recipe.lr, s.preprocess) for s in p3.specs} == {(0.01, "normalize")}
 
 
+def test_figure1_runs_just_the_named_conditions_unless_levels_are_named_too(cifar_dir):
+    def conditions(**kw):
+        o = Options(dataset="cifar10", models=["inception-small"], preset="paper", **kw)
+        return sorted(s.condition for s in plan("figure1", o, data_dir=cifar_dir).specs)
+
+    # the GPU check: Gaussian inputs alone, not four label-corruption runs besides
+    assert conditions(conditions=["gaussian"]) == ["gaussian"]
+    assert conditions(conditions=["gaussian"], corruptions=[0.5]) == ["corrupt:0.5", "gaussian"]
+    assert len(conditions()) == 9 and len(conditions(corruptions=[])) == 5
+    assert conditions(corruptions=[0.2]) == sorted(
+        ["true", "random-labels", "shuffled-pixels", "random-pixels", "gaussian", "corrupt:0.2"])
+    with pytest.raises(GenlabError, match="no conditions"):
+        conditions(conditions=[], corruptions=[])
+
+
+def test_cli_corruptions_none_is_an_empty_list(cifar_dir, tmp_path, capsys):
+    rc = main(["run", "figure1", "--dataset", "cifar10", "--conditions", "true,gaussian",
+               "--corruptions", "none", "--model", "mlp:8", "--train-size", "10",
+               "--test-size", "5", "--epochs", "1", "--data-dir", str(cifar_dir),
+               "--out", str(tmp_path / "o"), "--quiet", "--no-report", "--device", "cpu"])
+    assert rc == 0
+    assert sorted(genlab.load(tmp_path / "o")["condition"]) == ["gaussian", "true"]
+
+
 def test_cli_bad_protocol_flags_are_one_line_errors(cifar_dir, tmp_path, capsys):
     rc = main(["run", "figure1", "--dataset", "cifar10", "--model", "mlp1x512", "--dropout",
                "0.5", "--data-dir", str(cifar_dir), "--out", str(tmp_path / "o")])

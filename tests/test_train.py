@@ -152,3 +152,24 @@ def test_target_margin_trains_until_every_point_has_the_margin():
     model.eval()
     with torch.no_grad():
         assert logit_margins(model(prep.x_train), prep.y_train).min() >= 3.0
+
+
+def test_training_images_and_evaluation_seconds_are_counted_and_resumed(tmp_path):
+    spec, prep, model = _setup(epochs=3, target_train_acc=0.0)
+    path = tmp_path / "ck.safetensors"
+    r = _train(spec, prep, model, checkpoint=lambda m, o, g, s: save_checkpoint(path, m, o, g, s))
+    st = r.state
+    assert st.images == 3 * len(prep.y_train)  # every image once per epoch, the last batch too
+    assert 0 < st.eval_seconds < st.elapsed
+    restored, _, _ = load_checkpoint(path, _setup()[2])
+    assert (restored.images, restored.eval_seconds) == (st.images, st.eval_seconds)
+
+
+def test_evaluation_clock_waits_for_a_gpu_but_not_for_the_cpu(monkeypatch):
+    from genlab.train import synced_clock
+
+    waited = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: waited.append(device))
+    t = synced_clock(torch.device("cpu"))
+    assert waited == [] and synced_clock(torch.device("cuda", 0)) >= t
+    assert waited == [torch.device("cuda", 0)]

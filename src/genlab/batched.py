@@ -32,7 +32,7 @@ from .errors import GenlabError
 from .models import MLP
 from .spec import Recipe
 from .stacked import StackedModels, stack_models
-from .train import EVAL_BATCH, TrainResult, TrainState
+from .train import EVAL_BATCH, TrainResult, TrainState, synced_clock
 
 
 class StackedMLP(StackedModels):
@@ -178,10 +178,13 @@ def train_batched(models: Sequence[nn.Module], x_train: torch.Tensor, y_train: t
         running_loss = (running / max(seen, 1)).tolist()  # one host sync per epoch
         last = epoch >= shared.epochs or bool(shared.max_steps and step >= shared.max_steps)
         evaluate = epoch % shared.eval_every == 0 or last
+        eval_s = 0.0
         if evaluate:
+            t_eval = synced_clock(device)
             trl, tra = _evaluate(stacked, x_train, y_train)
             tel, tea = _evaluate(stacked, x_test, y_test)
             trl, tra, tel, tea = trl.tolist(), tra.tolist(), tel.tolist(), tea.tolist()
+            eval_s = synced_clock(device) - t_eval  # the stack's; each model is charged all
         now = time.perf_counter() - start
         lr_used = lr.tolist()  # as train() records it: the rate in force at the epoch's end
         for m in range(k):
@@ -189,6 +192,8 @@ def train_batched(models: Sequence[nn.Module], x_train: torch.Tensor, y_train: t
                 continue
             st = states[m]
             st.epoch, st.step, st.elapsed = epoch, step, now
+            st.eval_seconds += eval_s
+            st.images += seen
             if not math.isfinite(running_loss[m]):
                 status[m] = "diverged"
                 reasons[m] = f"training loss became {running_loss[m]} in epoch {epoch}"

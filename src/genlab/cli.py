@@ -39,6 +39,11 @@ def _csv(kind: Callable[[str], Any], what: str) -> Callable[[str], list]:
     return parse
 
 
+def _none_or(parse: Callable[[str], list]) -> Callable[[str], list]:
+    """``parse``, except that the word ``none`` is the empty list."""
+    return lambda text: [] if text.strip().lower() == "none" else parse(text)
+
+
 def _int_at_least(lo: int, what: str) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
@@ -139,8 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--conditions", type=_csv(str, "conditions"),
                    help="conditions, comma-separated: true, random-labels, shuffled-pixels, "
                    "random-pixels, gaussian, corrupt:p")
-    r.add_argument("--corruptions", type=_csv(float, "corruption levels"),
-                   help="label-corruption levels p in [0,1], comma-separated")
+    r.add_argument("--corruptions", type=_none_or(_csv(float, "corruption levels")),
+                   help="label-corruption levels p in [0,1], comma-separated, or none "
+                   "(figure1: added to --conditions; left out when only --conditions is given)")
     r.add_argument("--seeds", type=_csv(int, "seeds"), help="seeds, comma-separated")
     r.add_argument("--train-size", type=_int_at_least(0, "--train-size"),
                    help="training examples, stratified subset (0: all)")

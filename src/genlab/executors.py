@@ -26,7 +26,7 @@ from typing import Any
 
 from .datasets import may_stream
 from .errors import GenlabError
-from .runner import execute
+from .runner import execute, prepare
 from .spec import RunSpec
 from .store import Store
 
@@ -210,13 +210,24 @@ def _augments(group: list[RunSpec]) -> list | None:
     return augs if any(a is not None for a in augs) else None
 
 
+#: the tensors of a prepared run that batched training stacks
+STACKED_FIELDS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _head(prep, n: int):
+    """``prep`` with its tensors cut to their first ``n`` examples (copies, freeing the rest)."""
+    for f in STACKED_FIELDS:
+        setattr(prep, f, getattr(prep, f)[:n].clone())
+    return prep
+
+
 def _probe_data(preps, n: int) -> tuple:
     """The first ``n`` training and test examples of each run, stacked: a probe's evaluations
     then cost what they cost per step in a real run, not a full pass over the data."""
     import torch
 
     return tuple(torch.stack([getattr(p, f)[:n] for p in preps])
-                 for f in ("x_train", "y_train", "x_test", "y_test"))
+                 for f in STACKED_FIELDS)
 
 
 def probe_batched(group: list[RunSpec], device: str, data_dir: Any, download: bool,
@@ -231,11 +242,13 @@ def probe_batched(group: list[RunSpec], device: str, data_dir: Any, download: bo
     import torch
 
     from .batched import train_batched
-    from .runner import build_run_model, prepare
+    from .runner import build_run_model
     from .train import resolve_device, train
 
     dev = resolve_device(device)
-    preps = [prepare(s, dev, data_dir=data_dir, download=download) for s in group]
+    # keep only what the probe reads, so that its peak memory is one run's data, not K runs'
+    keep = steps * group[0].recipe.batch_size
+    preps = [_head(prepare(s, dev, data_dir=data_dir, download=download), keep) for s in group]
     augs = _augments(group)
 
     def models():
@@ -280,7 +293,7 @@ def run_batched(group: list[RunSpec], store: Store, *, device: str, data_dir: An
     Batched runs are not checkpointed mid-way: a group killed part-way starts over.
     """
     from .batched import train_batched
-    from .runner import build_run_model, prepare, record_result
+    from .runner import build_run_model, record_result
     from .train import resolve_device
 
     claimed = [s for s in group if store.claim(s.hash, s.to_json())]
@@ -291,9 +304,9 @@ def run_batched(group: list[RunSpec], store: Store, *, device: str, data_dir: An
     t0 = time.perf_counter()
     dev = resolve_device(device)
     try:
-        preps = [prepare(s, dev, data_dir=data_dir, download=download) for s in claimed]
+        preps, stacked = prepare_stacked(claimed, dev, data_dir=data_dir, download=download)
         models = [build_run_model(s, p, dev) for s, p in zip(claimed, preps)]
-        results = train_batched(models, *_stacked(preps), [s.recipe for s in claimed],
+        results = train_batched(models, *stacked, [s.recipe for s in claimed],
                                 [s.seed for s in claimed], augments=_augments(claimed))
         for s, p, m, r in zip(claimed, preps, models, results):
             record_result(s, store, p, m, r, dev, batched=len(claimed))
@@ -309,8 +322,28 @@ def run_batched(group: list[RunSpec], store: Store, *, device: str, data_dir: An
             report(s, False, 0.0, None)
 
 
-def _stacked(preps) -> tuple:
-    import torch
+def prepare_stacked(specs: list[RunSpec], device: Any, *, data_dir: Any = None,
+                    download: bool = False) -> tuple[list, tuple]:
+    """Prepare runs of one shape for :func:`genlab.batched.train_batched`.
 
-    return (torch.stack([p.x_train for p in preps]), torch.stack([p.y_train for p in preps]),
-            torch.stack([p.x_test for p in preps]), torch.stack([p.y_test for p in preps]))
+    Returns (the runs' ``Prepared``, (x_train, y_train, x_test, y_test)), each tensor stacked
+    to (K, N, ...) on ``device``. The data are held once: each run is copied into the stack as
+    soon as it is prepared, and its ``Prepared`` tensors become views of the stack, so the peak
+    is the stack plus one run's tensors rather than twice the stack.
+    """
+    preps: list = []
+    stacked: list = []
+    for k, s in enumerate(specs):
+        p = prepare(s, device, data_dir=data_dir, download=download)
+        for j, name in enumerate(STACKED_FIELDS):
+            t = getattr(p, name)
+            if k == 0:
+                stacked.append(t.new_empty((len(specs), *t.shape)))
+            elif t.shape != stacked[j].shape[1:]:
+                raise GenlabError(f"runs stacked together must share shapes: {s.model} "
+                                  f"{s.condition} has {name} {tuple(t.shape)}, the first "
+                                  f"run {tuple(stacked[j].shape[1:])}; use --batched off")
+            stacked[j][k].copy_(t)
+            setattr(p, name, stacked[j][k])  # drops the run's own copy
+        preps.append(p)
+    return preps, tuple(stacked)

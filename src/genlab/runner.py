@@ -148,7 +148,9 @@ def record_result(spec: RunSpec, store: Store, prep: Prepared, model: nn.Module,
     extra = {"input_shape": list(prep.x_train.shape[1:]), "num_classes": prep.data.num_classes,
              "source": prep.data.source, "preprocessing": preprocess.describe(spec.preprocess),
              "augmentation": spec.augment or "none", "condition": prep.info.condition,
-             "compile": spec.recipe.compile or "none", "batched": batched}
+             "compile": spec.recipe.compile or "none", "batched": batched,
+             # throughput: train_images / (wall_time_s - eval_time_s) is training images/s
+             "train_images": st.images, "eval_time_s": st.eval_seconds}
     if result.status == "done":
         _save_weights(store.model_path(spec.hash), model, spec)
     store.finish(spec.hash, status=result.status, reason=result.reason, metrics=metrics,
@@ -178,7 +180,8 @@ def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
     tensors["rng.global"] = torch.get_rng_state()  # e.g. dropout draws from it
     meta = {
         "state": json.dumps({"epoch": state.epoch, "step": state.step, "history": state.history,
-                             "steps_to_fit": state.steps_to_fit, "elapsed": state.elapsed}),
+                             "steps_to_fit": state.steps_to_fit, "elapsed": state.elapsed,
+                             "eval_seconds": state.eval_seconds, "images": state.images}),
         "param_groups": json.dumps(opt_sd["param_groups"]),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -210,7 +213,8 @@ def load_checkpoint(path: Path, model: nn.Module
                 opt_state.setdefault(int(i), {})[name] = v.to(device)
         s = json.loads(meta["state"])
         state = TrainState(epoch=s["epoch"], step=s["step"], history=s["history"],
-                           steps_to_fit=s["steps_to_fit"], elapsed=s["elapsed"])
+                           steps_to_fit=s["steps_to_fit"], elapsed=s["elapsed"],
+                           eval_seconds=s.get("eval_seconds", 0.0), images=s.get("images", 0))
         optimizer = {"state": opt_state, "param_groups": json.loads(meta["param_groups"])}
         torch.set_rng_state(tensors["rng.global"])
         return state, optimizer, tensors["rng.state"]

@@ -41,6 +41,8 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
     steps_to_fit: int | None = None
     elapsed: float = 0.0  # training seconds before this process took over
+    eval_seconds: float = 0.0  # of ``elapsed``, the seconds spent evaluating train and test sets
+    images: int = 0  # training images passed through the optimizer (counting repeats)
 
 
 @dataclass
@@ -227,13 +229,16 @@ def train(
             if recipe.decay_every and state.step % recipe.decay_every == 0:
                 lr = _set_lr(opt, recipe, state)
             if recipe.eval_steps and state.step % recipe.eval_steps == 0 and i + bs < n:
+                t_eval = synced_clock(device)
                 row = _eval_row(net, x_train, y_train, x_test, y_test, state, lr, start,
                                 recipe.target_margin)
+                state.eval_seconds += synced_clock(device) - t_eval
                 model.train()
                 state.history.append(row)
                 if _reached(row, recipe, state):
                     break
         state.epoch += 1
+        state.images += seen
         running_loss = float(running) / max(seen, 1)  # the one host sync per epoch
         running_acc = float(correct) / max(seen, 1)
         if not math.isfinite(running_loss):
@@ -248,9 +253,11 @@ def train(
         if fresh:  # evaluated at this very step already (eval_steps)
             state.history[-1]["running_loss"] = running_loss
         elif state.epoch % recipe.eval_every == 0 or last:
+            t_eval = synced_clock(device)
             with amp:
                 row = _eval_row(net, None if skip_train_eval else x_train, y_train, x_test,
                                 y_test, state, lr, start, recipe.target_margin)
+            state.eval_seconds += synced_clock(device) - t_eval
             if skip_train_eval:
                 row["train_loss"], row["train_acc"] = running_loss, running_acc
             row["running_loss"] = running_loss
@@ -316,6 +323,14 @@ def _finished(state: TrainState, recipe: Recipe) -> bool:
         or state.epoch >= recipe.epochs
         or bool(recipe.max_steps and state.step >= recipe.max_steps)
     )
+
+
+def synced_clock(device: torch.device) -> float:
+    """``time.perf_counter()`` once the device has finished its queued work, so that a GPU's
+    asynchronous training steps are not counted as evaluation time."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def _eval_row(model, x_train, y_train, x_test, y_test, state, lr, start,

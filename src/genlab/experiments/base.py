@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..conditions import canonical_condition
 from ..errors import GenlabError
 from ..spec import Recipe, RunSpec
 
@@ -81,6 +82,24 @@ class Options:
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+
+
+def conditions_of(o: Options) -> list[str]:
+    """The options' conditions plus ``corrupt:p`` per corruption level, canonical, deduplicated.
+
+    A caller who names conditions but no corruption levels gets just those conditions: an
+    experiment's default levels join only its default conditions. ``corruptions=[]`` (CLI
+    ``--corruptions none``) drops them always.
+    """
+    explicit = o.explicit or ()
+    levels = [] if "conditions" in explicit and "corruptions" not in explicit else o.corruptions
+    names = list(o.conditions or []) + [f"corrupt:{p}" for p in (levels or [])]
+    seen: dict[str, None] = {}
+    for c in names:
+        seen.setdefault(canonical_condition(c), None)
+    if not seen:
+        raise GenlabError("no conditions given; pass e.g. --conditions true,random-labels")
+    return list(seen)
 
 @dataclass
 class TaskContext:

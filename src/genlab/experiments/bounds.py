@@ -36,9 +36,9 @@ from .base import (
     Section,
     Task,
     TaskContext,
+    conditions_of,
     register_experiment,
 )
-from .figure1 import conditions_of
 
 DEFAULTS: dict[str, Any] = {
     "dataset": "fashion-mnist-binary",

@@ -30,9 +30,10 @@ from .base import (
     Section,
     Task,
     TaskContext,
+    conditions_of,
     register_experiment,
 )
-from .kernels import as_list, check_dataset, conditions_of, flag, load_data, number
+from .kernels import as_list, check_dataset, flag, load_data, number
 
 EXTRA = {
     "widths": [4, 8, 16, 24, 32, 64, 128, 512],  # hidden units of the mlp:W runs ([] = none)

@@ -12,11 +12,19 @@ import numpy as np
 import pandas as pd
 
 from .. import paper
-from ..conditions import canonical_condition
 from ..plots import new_figure, save_figure
 from ..recipes import check_preset, recipe_for
 from ..spec import RunSpec
-from .base import Claim, Experiment, Figure, Options, Results, Section, register_experiment
+from .base import (
+    Claim,
+    Experiment,
+    Figure,
+    Options,
+    Results,
+    Section,
+    conditions_of,
+    register_experiment,
+)
 
 DEFAULTS = {
     "dataset": "fashion-mnist",
@@ -32,15 +40,6 @@ DEFAULTS = {
     "lr": 0.01, "momentum": 0.9, "lr_decay": 0.95, "decay_every": 391, "batch_size": 128,
     "epochs": 1000, "max_steps": 25000,
 }
-
-
-def conditions_of(o: Options) -> list[str]:
-    """The figure's conditions: the named ones plus ``corrupt:p`` for each corruption level."""
-    names = list(o.conditions or []) + [f"corrupt:{p}" for p in (o.corruptions or [])]
-    seen: dict[str, None] = {}
-    for c in names:
-        seen.setdefault(canonical_condition(c), None)
-    return list(seen)
 
 
 def grid(o: Options) -> list[RunSpec]:

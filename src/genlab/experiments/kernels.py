@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from .. import paper
-from ..conditions import apply_condition, canonical_condition, corruption_level
+from ..conditions import apply_condition, corruption_level
 from ..datasets import Dataset, list_datasets, load_dataset
 from ..errors import GenlabError
 from ..plots import new_figure, save_figure
@@ -36,6 +36,7 @@ from .base import (
     Section,
     Task,
     TaskContext,
+    conditions_of,
     register_experiment,
 )
 
@@ -72,17 +73,6 @@ def check_dataset(name: Any) -> str:
     if name not in known:
         raise GenlabError(f"unknown data set {name!r}; choose one of: {', '.join(sorted(known))}")
     return str(name)
-
-
-def conditions_of(o: Options) -> list[str]:
-    """The options' conditions plus ``corrupt:p`` per corruption level, canonical, deduplicated."""
-    names = list(o.conditions or []) + [f"corrupt:{p}" for p in (o.corruptions or [])]
-    seen: dict[str, None] = {}
-    for c in names:
-        seen.setdefault(canonical_condition(c), None)
-    if not seen:
-        raise GenlabError("no conditions given; pass e.g. --conditions true,random-labels")
-    return list(seen)
 
 
 def as_list(name: str, value: Any) -> list:

@@ -31,9 +31,10 @@ from .base import (
     Section,
     Task,
     TaskContext,
+    conditions_of,
     register_experiment,
 )
-from .kernels import check_dataset, conditions_of, load_data, number, peak_rss_mb
+from .kernels import check_dataset, load_data, number, peak_rss_mb
 
 DEFAULTS = {"dataset": "digits", "conditions": list(paper.FIGURE1A_CONDITIONS),
             "corruptions": list(paper.FIGURE1_CORRUPTIONS), "seeds": [0], "train_size": 0,
