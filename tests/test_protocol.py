@@ -130,6 +130,20 @@ def test_colour_perturbations_keep_range_semantics():
     assert one.shape == (4, 1, 5, 5)
 
 
+@pytest.mark.parametrize("world", [2, 3])
+def test_each_rank_augments_its_share_as_one_process_would(world):
+    """Data-parallel ranks draw for the whole global batch and keep their positions: together
+    they augment every image as one process does, and no two ranks share a draw."""
+    aug = augment.make_augment("crop+flip+color")
+    x = torch.rand(12, 3, 8, 8)
+    whole = aug(x, _gen(3))
+    for rank in range(world):
+        mine = slice(rank, None, world)
+        torch.testing.assert_close(aug(x[mine], _gen(3), (len(x), mine)), whole[mine])
+    # without the share each rank would redo the first draws: rank 1 would copy rank 0's
+    assert not torch.allclose(aug(x[1::world], _gen(3)), whole[1::world])
+
+
 def test_bad_augmentation_names():
     with pytest.raises(GenlabError, match="unknown augmentation 'rotate'"):
         augment.parse_augment("crop+rotate")

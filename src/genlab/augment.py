@@ -29,7 +29,16 @@ CONTRAST = (0.2, 1.8)
 SATURATION = (0.5, 1.5)
 HUE = 0.05
 
-Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+#: ``augment(x_batch, generator, share=None) -> x_batch``; see :func:`make_augment`
+Augment = Callable[..., torch.Tensor]
+#: a process's share of a global batch: (global batch size, the positions it holds)
+Share = tuple[int, slice]
+
+
+def _draws(n: int, share: Share | None) -> tuple[int, slice]:
+    """How many draws to make and which of them are this batch's: every random number is drawn
+    for the whole global batch, so an image gets the draw it would get in one process."""
+    return (n, slice(None)) if share is None else share
 
 
 def parse_augment(name: str) -> tuple[str, ...]:
@@ -44,17 +53,21 @@ def parse_augment(name: str) -> tuple[str, ...]:
     return parts
 
 
-def _uniform(n: int, lo: float, hi: float, like: torch.Tensor, gen: torch.Generator
-             ) -> torch.Tensor:
-    u = torch.rand(n, device=like.device, generator=gen, dtype=torch.float32)
-    return (lo + (hi - lo) * u).to(like.dtype).view(n, 1, 1, 1)
+def _uniform(lo: float, hi: float, like: torch.Tensor, gen: torch.Generator,
+             share: Share | None = None) -> torch.Tensor:
+    """One uniform draw in [lo, hi) per image of ``like``, shaped (n, 1, 1, 1)."""
+    total, mine = _draws(len(like), share)
+    u = torch.rand(total, device=like.device, generator=gen, dtype=torch.float32)[mine]
+    return (lo + (hi - lo) * u).to(like.dtype).view(-1, 1, 1, 1)
 
 
-def random_crop(x: torch.Tensor, gen: torch.Generator, pad: int = PAD) -> torch.Tensor:
+def random_crop(x: torch.Tensor, gen: torch.Generator, pad: int = PAD,
+                share: Share | None = None) -> torch.Tensor:
     """Zero-pad by ``pad`` and take a random HxW window per image (a shift in [-pad, pad])."""
     n, c, h, w = x.shape
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    off = torch.randint(0, 2 * pad + 1, (2, n), device=x.device, generator=gen)
+    total, mine = _draws(n, share)
+    off = torch.randint(0, 2 * pad + 1, (2, total), device=x.device, generator=gen)[:, mine]
     rows = off[0].view(n, 1) + torch.arange(h, device=x.device).view(1, h)  # (n, h)
     cols = off[1].view(n, 1) + torch.arange(w, device=x.device).view(1, w)  # (n, w)
     idx_r = rows.view(n, 1, h, 1).expand(n, c, h, w + 2 * pad)
@@ -63,8 +76,11 @@ def random_crop(x: torch.Tensor, gen: torch.Generator, pad: int = PAD) -> torch.
     return out.gather(3, idx_c)
 
 
-def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    flip = torch.rand(len(x), device=x.device, generator=gen) < 0.5
+def random_flip(x: torch.Tensor, gen: torch.Generator, share: Share | None = None
+                ) -> torch.Tensor:
+    """Mirror each image left-right with probability 1/2."""
+    total, mine = _draws(len(x), share)
+    flip = torch.rand(total, device=x.device, generator=gen)[mine] < 0.5
     return torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
 
 
@@ -91,34 +107,38 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nij,njhw->nihw", m, x)
 
 
-def color(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def color(x: torch.Tensor, gen: torch.Generator, share: Share | None = None) -> torch.Tensor:
     """Random brightness, saturation, hue, contrast (saturation and hue need 3 channels)."""
-    n = len(x)
-    x = x + _uniform(n, -BRIGHTNESS, BRIGHTNESS, x, gen)
+    x = x + _uniform(-BRIGHTNESS, BRIGHTNESS, x, gen, share)
     if x.shape[1] == 3:
         g = _gray(x)
-        x = g + (x - g) * _uniform(n, *SATURATION, x, gen)
-        x = adjust_hue(x, _uniform(n, -HUE, HUE, x, gen))
+        x = g + (x - g) * _uniform(*SATURATION, x, gen, share)
+        x = adjust_hue(x, _uniform(-HUE, HUE, x, gen, share))
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return mean + (x - mean) * _uniform(n, *CONTRAST, x, gen)
+    return mean + (x - mean) * _uniform(*CONTRAST, x, gen, share)
 
 
 def make_augment(name: str) -> Augment | None:
-    """The trainer's ``augment(x_batch, generator)`` for ``name``, or None for no augmentation."""
+    """The trainer's ``augment(x_batch, generator, share=None)`` for ``name``, or None for no
+    augmentation. ``x_batch`` (n, C, H, W) on the training device; ``share=(total, positions)``
+    when the batch is one process's slice of a ``total``-image global batch (data-parallel
+    training): the draws are made for all ``total`` images and ``positions`` of them used, so
+    each image gets the draw it gets in a one-process run, and no two ranks share draws."""
     parts = parse_augment(name)
     if not parts:
         return None
 
-    def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def augment(x: torch.Tensor, gen: torch.Generator, share: Share | None = None
+                ) -> torch.Tensor:
         if x.dim() != 4:
             raise GenlabError(f"augmentation {name!r} needs image batches (N, C, H, W), got "
                               f"shape {tuple(x.shape)}")
         if "crop" in parts:
-            x = random_crop(x, gen)
+            x = random_crop(x, gen, share=share)
         if "flip" in parts:
-            x = random_flip(x, gen)
+            x = random_flip(x, gen, share)
         if "color" in parts:
-            x = color(x, gen)
+            x = color(x, gen, share)
         return x
 
     return augment

@@ -14,11 +14,12 @@ another, through the one trainer (:func:`genlab.train.train` with ``shard=(rank,
   (``recipe.batch_size`` images).
   The training set is cut to a multiple of the number of processes (at most world-1 images are
   dropped), and the batch size must be a multiple of it, so every rank has equal shares and the
-  averaged gradient is exactly the global batch's mean gradient. Equal shares also keep the
-  ranks' batch-order generators in lockstep when augmentation draws from them; the price is that
-  rank r's i-th image gets the same crop/colour draw as every other rank's i-th image (and the
-  same dropout mask, from the same seeded global RNG), so an augmented multi-process run is not
-  bit-identical to a one-process run. Without augmentation it is, up to summation order.
+  averaged gradient is exactly the global batch's mean gradient. Augmentation draws its random
+  numbers for the whole global batch on every rank (keeping the ranks' generators in lockstep)
+  and each rank uses its own images' draws, so every image gets the crop and colours it gets in
+  one process. A network without BatchNorm or dropout therefore trains as in one process, up to
+  summation order; BatchNorm normalizes each rank's share (no SyncBatchNorm), and dropout masks
+  come from each rank's copy of the seeded global RNG, the same on every rank.
 * **Model.** Rank 0's initial weights (or checkpoint) reach every rank when the model is wrapped
   in :class:`DistributedDataParallel`, which averages the gradients; BatchNorm statistics are
   broadcast from rank 0 (``broadcast_buffers``), before every training step and whenever the model

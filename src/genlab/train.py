@@ -210,11 +210,13 @@ def train(
             if recipe.max_steps and state.step >= recipe.max_steps:
                 break
             idx = perm[i:i + bs]
-            if shard is not None:
-                idx = idx[shard[0]::shard[1]]
+            share = None
+            if shard is not None:  # this rank's positions in the global batch
+                share = (len(idx), slice(shard[0], None, shard[1]))
+                idx = idx[share[1]]
             xb = x_train[idx] if stream is None else next(stream)
             if augment is not None:
-                xb = augment(xb, gen)
+                xb = augment(xb, gen) if share is None else augment(xb, gen, share)
             yb = y_train[idx]
             with amp:
                 out = net(xb)
