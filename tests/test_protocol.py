@@ -60,6 +60,12 @@ def test_normalize_and_none():
         preprocess.apply("zca", x, (0.0,), (1.0,))
 
 
+def test_normalize_stays_on_the_batchs_device():
+    # streamed batches are normalized on the GPU; the meta device stands in for it on the CPU
+    x = torch.rand(4, 2, 5, 5, device="meta")
+    assert preprocess.apply("normalize", x, (0.5, 0.25), (2.0, 0.5)).device == x.device
+
+
 def test_prepare_applies_the_specs_preprocessing():
     spec = RunSpec("digits", "mlp:8", train_size=50, test_size=20, preprocess="paper")
     prep = prepare(spec)

@@ -60,7 +60,7 @@ def _check_recipes(recipes: Sequence[Recipe]) -> Recipe:
                         ("fast", "the fast path (--fast)"),
                         ("target_margin", "the margin stopping rule (--target-margin)"),
                         ("compile", "torch.compile (--compile)")):
-            if getattr(r, f, None):
+            if getattr(r, f):
                 raise GenlabError(f"batched training does not implement {what}; leave it out "
                                   "or train one by one (--batched off)")
     return r0

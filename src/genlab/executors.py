@@ -26,7 +26,7 @@ from typing import Any
 
 from .datasets import may_stream
 from .errors import GenlabError
-from .runner import execute, prepare
+from .runner import build_run_model, execute, prepare, record_result
 from .spec import RunSpec
 from .store import Store
 
@@ -163,7 +163,7 @@ def batch_groups(specs: list[RunSpec], store: Store) -> tuple[list[list[RunSpec]
             can_stack[s.model] = stackable(s.model)
         r = s.recipe
         if (not can_stack[s.model] or r.eval_steps or r.fast or r.compile
-                or getattr(r, "target_margin", 0.0) or s.dropout
+                or r.target_margin or s.dropout
                 or may_stream(s.dataset)  # streamed images are no tensor to stack
                 or store.checkpoint_path(s.hash).exists()
                 or store.status(s.hash) in ("done", "diverged")):
@@ -242,7 +242,6 @@ def probe_batched(group: list[RunSpec], device: str, data_dir: Any, download: bo
     import torch
 
     from .batched import train_batched
-    from .runner import build_run_model
     from .train import resolve_device, train
 
     dev = resolve_device(device)
@@ -293,7 +292,6 @@ def run_batched(group: list[RunSpec], store: Store, *, device: str, data_dir: An
     Batched runs are not checkpointed mid-way: a group killed part-way starts over.
     """
     from .batched import train_batched
-    from .runner import build_run_model, record_result
     from .train import resolve_device
 
     claimed = [s for s in group if store.claim(s.hash, s.to_json())]

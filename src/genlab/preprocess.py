@@ -71,6 +71,8 @@ def apply(name: str, x: torch.Tensor, mean: Sequence[float], std: Sequence[float
         return x
     if name == "paper":
         return whiten(centre_crop(x)).contiguous()
-    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, *([1] * (x.dim() - 2)))
-    s = torch.tensor(std, dtype=torch.float32).clamp_min(1e-6).view_as(m)
+    shape = (1, -1, *([1] * (x.dim() - 2)))
+    # on x's device: streamed batches are normalized on the GPU
+    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(shape)
+    s = torch.tensor(std, dtype=torch.float32, device=x.device).clamp_min(1e-6).view(shape)
     return (x - m) / s

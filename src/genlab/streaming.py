@@ -19,8 +19,9 @@ device, preprocessing), and the one trainer asks it for batches:
   a condition (e.g. random labels) is drawn once from the run's seed for the whole training
   set, before training, so a label is fixed per example for the whole run and identical on
   every rank, and equal to the in-memory path's labels for the same seed.
-* **Evaluation** (:meth:`ImageFiles.evaluate`) streams the split in order; under ``torchrun``
-  each rank evaluates every world-th image and the sums are all-reduced.
+* **Evaluation** (the trainer's :func:`genlab.train.evaluate_margin`, reading
+  :meth:`ImageFiles.in_order`) streams the split in order; under ``torchrun`` each rank
+  evaluates every world-th image and the sums are all-reduced (:meth:`ImageFiles.all_reduce`).
 * **Statistics**: the per-channel mean and std for ``normalize`` come from at most
   ``STATS_IMAGES`` images (all of them for smaller splits, so a small tree gets exactly the
   in-memory path's statistics; a seeded sample otherwise).
@@ -34,7 +35,6 @@ process (genlab's CPU worker pool) images are decoded in the training process it
 from __future__ import annotations
 
 import hashlib
-import math
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -43,8 +43,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
@@ -308,36 +306,14 @@ class ImageFiles:
             _STATS[key] = channel_stats(raw.decode())
         return _STATS[key]
 
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, y: torch.Tensor, margin: float = 0.0,
-                 batch: int | None = None) -> tuple[float, float, float]:
-        """Mean cross-entropy (nats), accuracy and the fraction with logit margin >= ``margin``
-        (NaN when 0) of ``model`` on these images with labels ``y`` (N,), in eval mode; as
-        :func:`genlab.train.evaluate_margin` for tensors. Sharded: all ranks together."""
-        from .train import EVAL_BATCH, EVAL_BATCH_CPU, logit_margins
-
-        batch = batch or (EVAL_BATCH_CPU if self.device.type == "cpu" else EVAL_BATCH)
-        was_training = model.training
-        model.eval()
-        loss = torch.zeros((), device=self.device, dtype=torch.float64)
-        counts = torch.zeros(3, device=self.device, dtype=torch.int64)  # correct, wide, n
-        for x, pos in self.in_order(batch):
-            out = model(x)
-            yb = y[pos.to(y.device)]
-            loss += F.cross_entropy(out.float(), yb, reduction="sum").double()
-            counts[0] += (out.argmax(1) == yb).sum()
-            if margin:
-                counts[1] += (logit_margins(out.float(), yb) >= margin).sum()
-            counts[2] += len(yb)
-        model.train(was_training)
+    def all_reduce(self, *sums: torch.Tensor) -> None:
+        """Sum ``sums`` (computed over this rank's images) over the ranks sharing this view, in
+        place; nothing when it is not sharded."""
         if self.shard is not None:
             import torch.distributed as dist
 
-            dist.all_reduce(loss)
-            dist.all_reduce(counts)
-        n = max(int(counts[2]), 1)
-        return (float(loss) / n, int(counts[0]) / n,
-                int(counts[1]) / n if margin else math.nan)
+            for t in sums:
+                dist.all_reduce(t)
 
 
 def _one_line_errors(it: Iterable[Any]) -> Iterator[Any]:
@@ -348,14 +324,3 @@ def _one_line_errors(it: Iterable[Any]) -> Iterator[Any]:
         lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
         last = lines[-1] if lines else ""
         raise GenlabError(last.split("GenlabError: ", 1)[-1]) from None
-
-
-def batches_of(x: torch.Tensor | ImageFiles, batch: int
-               ) -> Iterator[tuple[torch.Tensor, torch.Tensor | slice]]:
-    """(images, which) for resident or streamed images ``x`` in order, ``batch`` at a time;
-    ``which`` indexes the matching labels (a slice, or positions)."""
-    if isinstance(x, ImageFiles):
-        yield from x.in_order(batch)
-        return
-    for i in range(0, len(x), batch):
-        yield x[i:i + batch], slice(i, i + batch)

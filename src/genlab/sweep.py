@@ -162,7 +162,7 @@ def run_tasks(tasks: list[Task], store: Store, ctx: TaskContext, quiet: bool) ->
 
 #: With a training-accuracy target, a stack computes every run until the slowest one fits (a
 #: fitted run is masked, not removed), while one by one pays for each run's own steps: the
-#: mean over the max of the steps to fit. From Figure 1a's reproduction (genlab.paper), 0.56.
+#: mean over the max of the steps to fit. From Figure 1a's reproduction (genlab.paper), 0.57.
 EARLY_STOP_SHARE = (sum(paper.FIGURE1A_REPRODUCTION_KSTEPS.values())
                     / len(paper.FIGURE1A_REPRODUCTION_KSTEPS)
                     / max(paper.FIGURE1A_REPRODUCTION_KSTEPS.values()))

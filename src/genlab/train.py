@@ -13,7 +13,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -95,32 +95,46 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     return loss, acc
 
 
+def batches_of(x: torch.Tensor | ImageFiles, batch: int
+               ) -> Iterator[tuple[torch.Tensor, torch.Tensor | slice]]:
+    """(images, which) for resident or streamed images ``x`` in order, ``batch`` at a time;
+    ``which`` indexes the matching labels (a slice, or positions). A streamed split sharded
+    under torchrun yields only this rank's images."""
+    if not isinstance(x, torch.Tensor):  # streamed from disk
+        yield from x.in_order(batch)
+        return
+    for i in range(0, len(x), batch):
+        yield x[i:i + batch], slice(i, i + batch)
+
+
 @torch.no_grad()
 def evaluate_margin(model: nn.Module, x: torch.Tensor | ImageFiles, y: torch.Tensor,
                     margin: float, batch: int | None = None) -> tuple[float, float, float]:
     """Loss (nats), accuracy, and the fraction of points whose logit margin is >= ``margin``.
 
     The logit margin of a point is its true-class logit minus the largest other logit; with
-    ``margin`` 0 the third value is NaN (not computed). One pass in eval mode.
+    ``margin`` 0 the third value is NaN (not computed). One pass in eval mode. Images streamed
+    from disk and sharded under torchrun are evaluated by all ranks together (sums reduced).
     """
-    if not isinstance(x, torch.Tensor):  # streamed from disk
-        return x.evaluate(model, y, margin, batch)
     batch = batch or (EVAL_BATCH_CPU if x.device.type == "cpu" else EVAL_BATCH)
     was_training = model.training
     model.eval()
     loss = torch.zeros((), device=x.device, dtype=torch.float64)
-    correct = torch.zeros((), device=x.device, dtype=torch.int64)
-    wide = torch.zeros((), device=x.device, dtype=torch.int64)
-    for i in range(0, len(x), batch):
-        out = model(x[i:i + batch])
-        yb = y[i:i + batch]
+    counts = torch.zeros(3, device=x.device, dtype=torch.int64)  # correct, wide, n
+    for xb, which in batches_of(x, batch):
+        out = model(xb)
+        yb = y[which]
         loss += F.cross_entropy(out.float(), yb, reduction="sum").double()
-        correct += (out.argmax(1) == yb).sum()
+        counts[0] += (out.argmax(1) == yb).sum()
         if margin:
-            wide += (logit_margins(out.float(), yb) >= margin).sum()
+            counts[1] += (logit_margins(out.float(), yb) >= margin).sum()
+        counts[2] += len(yb)
     model.train(was_training)
-    n = max(len(x), 1)
-    return float(loss) / n, float(correct) / n, (float(wide) / n if margin else math.nan)
+    if not isinstance(x, torch.Tensor):
+        x.all_reduce(loss, counts)  # no-op unless sharded
+    n = max(int(counts[2]), 1)
+    return (float(loss) / n, int(counts[0]) / n,
+            int(counts[1]) / n if margin else math.nan)
 
 
 def logit_margins(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -216,7 +230,7 @@ def train(
                 idx = idx[share[1]]
             xb = x_train[idx] if stream is None else next(stream)
             if augment is not None:
-                xb = augment(xb, gen) if share is None else augment(xb, gen, share)
+                xb = augment(xb, gen, share)
             yb = y_train[idx]
             with amp:
                 out = net(xb)
@@ -231,10 +245,8 @@ def train(
             if recipe.decay_every and state.step % recipe.decay_every == 0:
                 lr = _set_lr(opt, recipe, state)
             if recipe.eval_steps and state.step % recipe.eval_steps == 0 and i + bs < n:
-                t_eval = synced_clock(device)
                 row = _eval_row(net, x_train, y_train, x_test, y_test, state, lr, start,
                                 recipe.target_margin)
-                state.eval_seconds += synced_clock(device) - t_eval
                 model.train()
                 state.history.append(row)
                 if _reached(row, recipe, state):
@@ -255,11 +267,9 @@ def train(
         if fresh:  # evaluated at this very step already (eval_steps)
             state.history[-1]["running_loss"] = running_loss
         elif state.epoch % recipe.eval_every == 0 or last:
-            t_eval = synced_clock(device)
             with amp:
                 row = _eval_row(net, None if skip_train_eval else x_train, y_train, x_test,
                                 y_test, state, lr, start, recipe.target_margin)
-            state.eval_seconds += synced_clock(device) - t_eval
             if skip_train_eval:
                 row["train_loss"], row["train_acc"] = running_loss, running_acc
             row["running_loss"] = running_loss
@@ -337,6 +347,9 @@ def synced_clock(device: torch.device) -> float:
 
 def _eval_row(model, x_train, y_train, x_test, y_test, state, lr, start,
               margin: float = 0.0) -> dict[str, float]:
+    """One history row: train (unless ``x_train`` is None) and test loss and accuracy. Adds
+    the seconds it takes to ``state.eval_seconds``."""
+    t_eval = synced_clock(y_test.device)
     train_loss, train_acc, train_margin_acc = (
         evaluate_margin(model, x_train, y_train, margin) if x_train is not None
         else (math.nan, math.nan, math.nan))
@@ -349,6 +362,7 @@ def _eval_row(model, x_train, y_train, x_test, y_test, state, lr, start,
     }
     if margin:
         row["train_margin_acc"] = train_margin_acc
+    state.eval_seconds += synced_clock(y_test.device) - t_eval
     return row
 
 

@@ -83,7 +83,6 @@ class Options:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-
 def conditions_of(o: Options) -> list[str]:
     """The options' conditions plus ``corrupt:p`` per corruption level, canonical, deduplicated.
 
@@ -100,6 +99,7 @@ def conditions_of(o: Options) -> list[str]:
     if not seen:
         raise GenlabError("no conditions given; pass e.g. --conditions true,random-labels")
     return list(seen)
+
 
 @dataclass
 class TaskContext:

@@ -114,7 +114,7 @@ def topk_accuracy(model: torch.nn.Module, x: Any, y: torch.Tensor, ks=(1, 5),
                   batch: int = 256) -> dict[int, float]:
     """Top-k accuracies in [0, 1] of ``model`` on images ``x`` (N, C, H, W; a tensor or
     streamed :class:`genlab.streaming.ImageFiles`) with labels ``y`` (N,), in evaluation mode."""
-    from ..streaming import batches_of
+    from ..train import batches_of
 
     model.eval()
     hits = {k: 0 for k in ks}
