@@ -39,7 +39,8 @@ def _torchrun(tree: Path, out: Path, *extra: str) -> subprocess.CompletedProcess
            "2", "-m", "genlab.cli", "run", "table2", "--data-dir", str(tree), "--out", str(out),
            *COMMON, *extra]
     env = {**_env(), "GENLAB_LOADER_WORKERS": "1"}  # streaming: one decoding worker per rank
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
+    # a hang (not slowness) is what the limit catches: these take ~30 s on 2 cores
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
 
 
 def _digests(stderr: str) -> dict[str, dict[int, str]]:

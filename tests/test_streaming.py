@@ -1,5 +1,6 @@
 """Streaming ImageFolder trees from disk: same pixels, labels and training as in memory."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -120,3 +121,64 @@ def test_unreadable_image_is_a_one_line_error(tree):
     with pytest.raises(GenlabError, match=r"^cannot read image .*broken\.jpg") as e:
         data.x_test.decode()
     assert "\n" not in str(e.value)
+
+
+def test_evaluating_mid_epoch_does_not_disturb_the_epoch_being_read(tree):
+    """eval_steps evaluates the training split while its epoch is half read: each purpose has
+    its own loader, so streamed training still equals in-memory training step for step."""
+    histories = []
+    for stream in (False, True):
+        spec = _spec(imagefolder_name(32, stream=stream))
+        spec = dataclasses.replace(spec, recipe=dataclasses.replace(spec.recipe, eval_steps=2))
+        prep = prepare(spec, data_dir=tree)
+        torch.manual_seed(spec.seed)
+        model = genlab.build_model(spec.model, tuple(prep.x_train.shape[1:]), 3)
+        res = train(model, prep.x_train, prep.y_train, prep.x_test, prep.y_test, spec.recipe,
+                    seed=spec.seed)
+        histories.append([{k: v for k, v in r.items() if k != "seconds"}
+                          for r in res.history])
+    assert [r["step"] for r in histories[1]] == [2, 3, 4, 6]
+    assert histories[0] == histories[1]
+
+
+def test_loader_workers_are_not_forked_persist_and_stop_cleanly(tree):
+    """Workers come from a fork server (a fork of a process running gloo's threads can hang),
+    serve every epoch of a view, and stop when it is dropped (exit code 0: asked, not
+    killed after the DataLoader's 5 s wait)."""
+    import gc
+
+    data = datasets.load_dataset(imagefolder_name(32, stream=True), data_dir=tree)
+    x = data.x_train
+    for _ in range(2):  # two passes, as two epochs
+        assert sum(len(b) for b in x.batches(torch.arange(len(x)), 8)) == len(x)
+    (plan,) = x._plans.values()
+    assert plan.loader.multiprocessing_context.get_start_method() != "fork"
+    workers = list(plan.loader._iterator._workers)
+    assert len(workers) == 2 and all(w.is_alive() for w in workers)
+    del x, plan, data
+    gc.collect()
+    for w in workers:
+        w.join(timeout=30)
+    assert [w.exitcode for w in workers] == [0, 0]
+
+
+def test_imagefolder_names_resolve_in_fresh_worker_processes(tree, tmp_path):
+    """`genlab run table2` on the CPU trains in spawned worker processes, which know only
+    what import registers: imagefolder-SIZE[-stream] must resolve there too."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    datasets._REGISTRY.pop("imagefolder-40-stream", None)
+    assert datasets.may_stream("imagefolder-40-stream")  # registered on first use
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "genlab.cli", "run", "table2", "--data-dir",
+                        str(tree), "--out", str(out), "--set", "image_size=32", "--set",
+                        "loader=stream", "--model", "mlp:16", "--epochs", "1", "--workers",
+                        "2", "--device", "cpu", "--no-report"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "2 worker processes" in r.stdout + r.stderr
+    with sqlite3.connect(out / "genlab.sqlite") as db:
+        assert {s for (s,) in db.execute("SELECT status FROM runs")} == {"done"}
+        assert {s for (s,) in db.execute("SELECT status FROM tasks")} == {"done"}

@@ -295,8 +295,13 @@ def _print_summary(df) -> None:
     import pandas as pd
 
     with pd.option_context("display.width", 160, "display.max_columns", 20,
-                           "display.float_format", "{:.3f}".format):
+                           "display.float_format", _number):
         print(df.to_string(index=False))
+
+
+def _number(v: float) -> str:
+    """Three decimals; two significant digits below 0.01 (weight decay 5e-4 is not 0.000)."""
+    return f"{v:.2g}" if v and abs(v) < 0.01 else f"{v:.3f}"
 
 
 def _print_demo_verdict(runs) -> None:

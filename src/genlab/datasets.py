@@ -115,6 +115,8 @@ class _Entry:
 
 
 _REGISTRY: dict[str, _Entry] = {}
+#: name families registered on first use: (full-match pattern, register(name))
+_FAMILIES: list[tuple[re.Pattern[str], Callable[[str], None]]] = []
 _CACHE: OrderedDict[tuple[str, str, str], Dataset] = OrderedDict()
 #: Full loads kept in memory; small because one set can take ~1 GB (SVHN as float32).
 CACHE_SIZE = 3
@@ -137,10 +139,28 @@ def register_dataset(name: str, loader: Loader, description: str = "", *,
     clear_cache()
 
 
+def register_family(pattern: str, register: Callable[[str], None]) -> None:
+    """Names that fully match regex ``pattern`` (lower case, ``-`` for ``_``) are registered
+    on first use by ``register(name)``, e.g. ``imagefolder-64``. Unlike a name registered
+    interactively, a family is known to every process that imports its module, worker
+    processes included."""
+    _FAMILIES.append((re.compile(pattern), register))
+
+
+def _entry(name: str) -> _Entry | None:
+    key = _normalize_name(str(name))
+    if key not in _REGISTRY:
+        for pattern, register in _FAMILIES:
+            if pattern.fullmatch(key):
+                register(key)
+                break
+    return _REGISTRY.get(key)
+
+
 def may_stream(name: str) -> bool:
     """Whether data set ``name`` may come streamed from disk (its images then cannot be
     stacked or indexed as one tensor). Unknown names: False."""
-    entry = _REGISTRY.get(_normalize_name(str(name)))
+    entry = _entry(name)
     return bool(entry and entry.streams)
 
 
@@ -165,7 +185,7 @@ def load_dataset(name: str, *, data_dir: str | Path | None = None, train_size: i
     Returns a :class:`Dataset` whose tensors are not shared with the in-process cache.
     """
     key = _normalize_name(str(name))
-    entry = _REGISTRY.get(key)
+    entry = _entry(key)
     if entry is None:
         known = ", ".join(sorted(_REGISTRY))
         raise GenlabError(f"unknown data set {name!r}; choose one of: {known}")

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .datasets import Dataset, _build, list_datasets, register_dataset
+from .datasets import Dataset, _build, list_datasets, register_dataset, register_family
 from .errors import GenlabError
 from .models import register_model
 
@@ -60,12 +60,16 @@ def imagefolder_name(size: int = DEFAULT_SIZE, stream: bool = False) -> str:
     return name
 
 
-def ensure_registered(name: str) -> None:
-    """Register ``imagefolder[-SIZE][-stream]`` if ``name`` is one (``--dataset
-    imagefolder-64``)."""
-    m = re.fullmatch(r"imagefolder(?:-(\d+))?(-stream)?", name.strip().lower())
-    if m and (m.group(1) or m.group(2)):
+def _register_named(name: str) -> None:
+    """Register ``imagefolder[-SIZE][-stream]`` (a name matching ``FAMILY``)."""
+    m = re.fullmatch(FAMILY, name)
+    if m:
         imagefolder_name(int(m.group(1) or DEFAULT_SIZE), stream=bool(m.group(2)))
+
+
+#: the data-set names of ImageFolder trees: a size other than 299, and/or always streamed
+FAMILY = r"imagefolder(?:-(\d+))?(-stream)?"
+register_family(FAMILY, _register_named)
 
 
 def _loader(size: int, stream: bool | None):

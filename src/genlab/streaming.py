@@ -28,8 +28,10 @@ device, preprocessing), and the one trainer asks it for batches:
 
 For a tree that fits in memory, streaming and in-memory training see the same pixels, labels
 and batches, so they train the same network (bit for bit on the CPU; tested). Worker processes:
-``$GENLAB_LOADER_WORKERS`` (default: the cores per local process, at most 8); inside a daemonic
-process (genlab's CPU worker pool) images are decoded in the training process itself.
+``$GENLAB_LOADER_WORKERS`` (default: the cores per local process, at most 8), started once per
+split view from a fork server (never forked from the training process) and kept for the
+view's life; inside a daemonic process (genlab's CPU worker pool) images are decoded in the
+training process itself.
 """
 
 from __future__ import annotations
@@ -148,6 +150,66 @@ class OrderShard(DistributedSampler):
         return (self.order[i] for i in super().__iter__())
 
 
+class _Batches:
+    """A DataLoader's batch sampler whose batches are set before each pass."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _Plan:
+    """One DataLoader over a split view, kept with its worker processes for the view's life;
+    each epoch and each evaluation sets the batches of positions it reads next.
+
+    Workers start from a clean server process ("forkserver"; "spawn" where there is none),
+    never by forking the training process: under torchrun that process runs gloo's threads,
+    and a child forked while one of them holds a lock can hang forever (seen once in a CI
+    run of the 2-process test). Persistent workers make their start-up (and the file list
+    each receives) a once-per-view cost, not a per-epoch one.
+
+    No reference cycle may run through the loader: the garbage collector closes the
+    queues of a cycle's DataLoader before it stops the workers, which then never hear the
+    stop and are killed after a 5 s wait each.
+    """
+
+    def __init__(self, folder: Any, index: np.ndarray, workers: int, pin: bool):
+        self.sampler = _Batches()
+        kw: dict[str, Any] = {}
+        if workers:
+            kw = {"multiprocessing_context": _worker_context(), "persistent_workers": True,
+                  "prefetch_factor": PREFETCH}
+        self.loader = DataLoader(_Decode(folder, index), batch_sampler=self.sampler,
+                                 num_workers=workers, pin_memory=pin, **kw)
+
+    def read(self, batches: Sequence[list[int]]) -> Iterator[tuple[torch.Tensor, list[int]]]:
+        """(uint8 images (b, 3, S, S), their positions) for each batch of positions, in
+        order."""
+        self.sampler.batches = [list(b) for b in batches]
+        expected = iter(list(self.sampler.batches))
+        for raw, got in _one_line_errors(self.loader):
+            want = next(expected)
+            if got.tolist() != want:  # labels are indexed by position: never misalign
+                raise RuntimeError(f"DataLoader returned images {got.tolist()} for {want}")
+            yield raw, want
+
+
+def _worker_context() -> Any:
+    """The multiprocessing context DataLoader workers start in: a fork server where the
+    platform has one (it preloads this module, so a worker starts in milliseconds), else
+    spawn."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])  # only read when the server first starts
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
 class ImageFiles:
     """A split of an ImageFolder tree as a lazy float32 image tensor (N, 3, H, W).
 
@@ -169,6 +231,7 @@ class ImageFiles:
         self.preprocess, self.mean, self.std = preprocess, tuple(mean), tuple(std)
         self.device = torch.device(device)
         self.shard = shard
+        self._plans: dict[tuple[str, int], _Plan] = {}  # loaders with live workers
 
     def _view(self, **changes: Any) -> ImageFiles:
         kw = {"index": self.index, "preprocess": self.preprocess, "mean": self.mean,
@@ -235,19 +298,19 @@ class ImageFiles:
 
     # --- reading ------------------------------------------------------------------------------
 
-    def _read(self, batches: Iterable[list[int]], workers: int | None = None
+    def _read(self, purpose: str, batches: Sequence[list[int]], workers: int | None = None
               ) -> Iterator[tuple[torch.Tensor, list[int]]]:
         """(float32 batch on the device, preprocessed; its positions) for each list of
-        positions in ``batches``, decoded by DataLoader workers, in order."""
+        positions in ``batches``, decoded by DataLoader workers, in order.
+
+        ``purpose`` ("train", "eval"): each has its own loader, because an evaluation may run
+        in the middle of a training epoch's reading."""
         w = loader_workers() if workers is None else workers
         cuda = self.device.type == "cuda"
-        dl = DataLoader(_Decode(self.folder, self.index), batch_sampler=batches,
-                        num_workers=w, pin_memory=cuda, prefetch_factor=PREFETCH if w else None)
-        expected = iter(batches)
-        for raw, got in _one_line_errors(dl):
-            want = next(expected)
-            if got.tolist() != list(want):  # labels are indexed by position: never misalign
-                raise RuntimeError(f"DataLoader returned images {got.tolist()} for {want}")
+        plan = self._plans.get((purpose, w))
+        if plan is None:
+            plan = self._plans[purpose, w] = _Plan(self.folder, self.index, w, cuda)
+        for raw, want in plan.read(batches):
             x = raw.to(self.device, non_blocking=cuda).to(torch.float32).div_(255.0)
             yield _pre.apply(self.preprocess, x, self.mean, self.std).contiguous(), want
 
@@ -266,7 +329,7 @@ class ImageFiles:
                               f"multiples of the number of processes ({world})")
         sampler = BatchSampler(OrderShard(order.tolist(), rank, world), batch_size // world,
                                drop_last=False)
-        for x, _ in self._read(sampler):
+        for x, _ in self._read("train", list(sampler)):
             yield x
 
     def in_order(self, batch: int, workers: int | None = None
@@ -275,7 +338,7 @@ class ImageFiles:
         this rank's every world-th image when sharded."""
         rank, world = self.shard or (0, 1)
         pos = list(range(rank, len(self), world))
-        for x, p in self._read([pos[i:i + batch] for i in range(0, len(pos), batch)],
+        for x, p in self._read("eval", [pos[i:i + batch] for i in range(0, len(pos), batch)],
                                workers):
             yield x, torch.tensor(p, dtype=torch.int64)
 

@@ -79,14 +79,13 @@ def has_dropout(model: str) -> bool:
 
 
 def _dataset(o: Options) -> str:
-    from ..imagenet import ensure_registered, imagefolder_name
+    from ..imagenet import imagefolder_name
 
     loader = o.extra.get("loader", "auto")
     if loader not in LOADERS:
         raise GenlabError(f"--set loader={loader!r}: choose one of {', '.join(LOADERS)}")
     if o.dataset == "imagefolder":
         return imagefolder_name(int(o.extra.get("image_size", 299)), stream=loader == "stream")
-    ensure_registered(o.dataset)
     return o.dataset
 
 
@@ -131,7 +130,6 @@ def topk_task(params: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     """Reload a finished run's weights; top-1/top-5 on its train and test splits."""
     from safetensors.torch import load_file
 
-    from ..imagenet import ensure_registered
     from ..models import build_model
     from ..runner import prepare
     from ..store import Store
@@ -143,7 +141,6 @@ def topk_task(params: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     if row is None or not path.exists():
         raise FileNotFoundError(f"no saved weights for run {params['run']} (not finished?)")
     spec = RunSpec.from_dict(json.loads(row["spec"]))
-    ensure_registered(spec.dataset)
     device = resolve_device(ctx.device)
     prep = prepare(spec, device, data_dir=ctx.data_dir, download=ctx.download)
     model = build_model(spec.model, tuple(prep.x_train.shape[1:]), prep.data.num_classes,
@@ -180,11 +177,11 @@ def table(results: Results) -> pd.DataFrame:
             if len(tk) and "run" in tk and (tk["run"] == m["hash"]).any():
                 t = tk[tk["run"] == m["hash"]].iloc[0]
             ok = t is not None and t.get("status") == "done"
-            line["genlab train_top1"] = 100 * (t["train_top1"] if ok else m["train_acc"])
-            line["genlab test_top1"] = 100 * (t["test_top1"] if ok else m["test_acc"])
-            line["genlab best_test_top1"] = 100 * m["best_test_acc"]
-            line["genlab train_top5"] = 100 * t["train_top5"] if ok else None
-            line["genlab test_top5"] = 100 * t["test_top5"] if ok else None
+            line["genlab train_top1"] = _pct(t["train_top1"] if ok else m["train_acc"])
+            line["genlab test_top1"] = _pct(t["test_top1"] if ok else m["test_acc"])
+            line["genlab best_test_top1"] = _pct(m["best_test_acc"])
+            line["genlab train_top5"] = _pct(t["train_top5"]) if ok else None
+            line["genlab test_top5"] = _pct(t["test_top5"]) if ok else None
             lines.append(line)
     df = pd.DataFrame(lines)
     order = ["row", "model", "augment", "dropout", "weight decay", "paper train_top1",
@@ -192,6 +189,11 @@ def table(results: Results) -> pd.DataFrame:
              "genlab best_test_top1", "paper test_top5", "genlab test_top5", "genlab train_top5",
              "status"]
     return df[[c for c in order if c in df]]
+
+
+def _pct(v: Any) -> float | None:
+    """A fraction as a percentage; None for a run that has none (it failed or is running)."""
+    return None if v is None or pd.isna(v) else 100 * float(v)
 
 
 def _match(runs: pd.DataFrame, model: str, cond: str, aug: bool, wd: bool) -> Any:
