@@ -169,9 +169,9 @@ class _Plan:
 
     Workers start from a clean server process ("forkserver"; "spawn" where there is none),
     never by forking the training process: under torchrun that process runs gloo's threads,
-    and a child forked while one of them holds a lock can hang forever (seen once in a CI
-    run of the 2-process test). Persistent workers make their start-up (and the file list
-    each receives) a once-per-view cost, not a per-epoch one.
+    and a child forked while one of them holds a lock can hang forever (a CI run of the
+    2-process test with forked workers timed out). Persistent workers make their start-up
+    (and the file list each receives) a once-per-view cost, not a per-epoch one.
 
     No reference cycle may run through the loader: the garbage collector closes the
     queues of a cycle's DataLoader before it stops the workers, which then never hear the
