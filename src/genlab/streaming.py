@@ -56,6 +56,8 @@ from .errors import GenlabError
 STATS_IMAGES = 1000
 #: batches each DataLoader worker decodes ahead
 PREFETCH = 4
+#: seconds to wait for one batch from the workers before failing rather than hanging
+LOADER_TIMEOUT_S = 600
 #: the environment variable naming the number of DataLoader worker processes
 WORKERS_ENV = "GENLAB_LOADER_WORKERS"
 
@@ -183,7 +185,7 @@ class _Plan:
         kw: dict[str, Any] = {}
         if workers:
             kw = {"multiprocessing_context": _worker_context(), "persistent_workers": True,
-                  "prefetch_factor": PREFETCH}
+                  "prefetch_factor": PREFETCH, "timeout": LOADER_TIMEOUT_S}
         self.loader = DataLoader(_Decode(folder, index), batch_sampler=self.sampler,
                                  num_workers=workers, pin_memory=pin, **kw)
 
