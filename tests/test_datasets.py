@@ -656,3 +656,18 @@ def test_mnist1d_is_generated_offline_without_touching_global_rng(tmp_path: Path
     assert ds.x_train.dtype == torch.float32 and ds.num_classes == 10
     assert set(ds.y_train.unique().tolist()) == set(range(10))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_name_families_register_on_first_use():
+    """Names outside the import-time registrations (hyperspheres-d7, imagefolder-40-stream)
+    resolve on first use, as in a spawned worker process that never saw them registered."""
+    for name in ("hyperspheres-d7", "imagefolder-40-stream"):
+        datasets._REGISTRY.pop(name, None)
+        assert name not in datasets.list_datasets()
+    data = datasets.load_dataset("hyperspheres-d7", train_size=8, test_size=4)
+    assert data.input_shape[-1] == 7 and data.num_classes == 2
+    assert datasets.may_stream("imagefolder-40-stream")
+    with pytest.raises(GenlabError, match="dimension d must be an integer >= 2"):
+        datasets.load_dataset("hyperspheres-d1")
+    with pytest.raises(GenlabError, match="unknown data set 'imagefolder-x'"):
+        datasets.load_dataset("imagefolder-x")

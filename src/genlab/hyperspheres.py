@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .datasets import Dataset, _build, load_dataset, register_dataset
+from .datasets import Dataset, _build, load_dataset, register_dataset, register_family
 from .errors import GenlabError
 
 RADII = (1.0, 1.1)
@@ -88,6 +88,8 @@ def register_hyperspheres(d: int) -> str:
 
 for _d in REGISTERED_D:
     register_hyperspheres(_d)
+# any other d on first use, so spawned worker processes resolve names like hyperspheres-d300
+register_family(r"hyperspheres-d(\d+)", lambda name: register_hyperspheres(int(name[14:])))
 
 
 # --- binary variants ------------------------------------------------------------------------------
