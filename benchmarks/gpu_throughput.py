@@ -69,7 +69,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import genlab  # noqa: E402
 from genlab.batched import train_batched  # noqa: E402
 from genlab.recipes import recipe_for  # noqa: E402
-from genlab.train import train  # noqa: E402
+from genlab.train import synced_clock, train  # noqa: E402
 
 #: Dense peak TFLOP/s (no sparsity) by device-name substring, first match wins:
 #: (bf16 tensor core, TF32 tensor core, fp32 non-tensor). NVIDIA's data sheets.
@@ -106,11 +106,6 @@ class Timing:
 
 # --------------------------------------------------------------------------------------------
 # Helpers
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def device_name(device: torch.device) -> str:
@@ -183,11 +178,9 @@ def failure(e: Exception) -> str:
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> float:
-    sync(device)
-    t = time.perf_counter()
+    t = synced_clock(device)
     fn()
-    sync(device)
-    return time.perf_counter() - t
+    return synced_clock(device) - t
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,7 +345,7 @@ def memory_peak(n: int, n_test: int, k: int, device: torch.device, copies: bool
         del data
     models = [build("mlp1x512", device, seed) for seed in range(k)]
     train_batched(models, x, y, xt, yt, [bench_recipe("mlp1x512")] * k, list(range(k)))
-    sync(device)
+    synced_clock(device)  # the queued work done before reading the peak
     return torch.cuda.max_memory_allocated(device) - base if device.type == "cuda" else None
 
 

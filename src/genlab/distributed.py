@@ -30,12 +30,12 @@ another, through the one trainer (:func:`genlab.train.train` with ``shard=(rank,
   Streamed data (full ImageNet, :mod:`genlab.streaming`) is evaluated in shares instead: each
   rank reads every world-th image and the sums are all-reduced, so all ranks still get the
   same numbers.
+  ``--fast`` together with a target accuracy is refused: its skipped train-set evaluation depends
+  on each rank's running accuracy, which differs between shards.
 * **Streaming.** For a tree streamed from disk each rank's DataLoader reads only its share of
   every global batch (a ``DistributedSampler`` over the shared permutation), decoded by its own
   worker processes; the labels are resident and drawn once from the seed on every rank, so the
   labels digest below checks them as for in-memory data.
-  ``--fast`` together with a target accuracy is refused: its skipped train-set evaluation depends
-  on each rank's running accuracy, which differs between shards.
 * **Divergence.** The trainer checks each rank's own running loss; a non-finite gradient on
   one rank reaches every rank through the average, so all ranks see it within a step, but a
   non-finite loss that stays on one shard for the last step of an epoch would stop that rank

@@ -89,7 +89,8 @@ def register_hyperspheres(d: int) -> str:
 for _d in REGISTERED_D:
     register_hyperspheres(_d)
 # any other d on first use, so spawned worker processes resolve names like hyperspheres-d300
-register_family(r"hyperspheres-d(\d+)", lambda name: register_hyperspheres(int(name[14:])))
+register_family(r"hyperspheres-d\d+",
+                lambda name: register_hyperspheres(int(name.removeprefix("hyperspheres-d"))))
 
 
 # --- binary variants ------------------------------------------------------------------------------

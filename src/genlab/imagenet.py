@@ -4,8 +4,8 @@ Data set ``imagefolder`` reads ``DATA_DIR/train/<class>/*`` and ``DATA_DIR/val/<
 (torchvision's ImageFolder layout; ``--data-dir`` names ``DATA_DIR``) with
 ``torchvision.datasets.ImageFolder``, resizes each image's shorter side to the image size and
 centre-crops it square. ``imagefolder`` is 299x299 (Inception V3's input); ``imagefolder-SIZE``
-(e.g. ``imagefolder-32``) is the same tree at SIZE x SIZE, registered on first use through
-:func:`imagefolder_name` (the ``table2`` experiment does this for ``--set image_size=SIZE``).
+(e.g. ``imagefolder-32``) is the same tree at SIZE x SIZE, registered on first use in any
+process (a name family of :mod:`genlab.datasets`; ``table2 --set image_size=SIZE`` names it).
 
 In memory or streamed: a tree whose decoded images fit in ``$GENLAB_IMAGEFOLDER_MAX_GB``
 (default 32 GB of float32) is decoded once and held as tensors like every other genlab data
@@ -60,6 +60,10 @@ def imagefolder_name(size: int = DEFAULT_SIZE, stream: bool = False) -> str:
     return name
 
 
+#: the data-set names of ImageFolder trees: a size other than 299, and/or always streamed
+FAMILY = r"imagefolder(?:-(\d+))?(-stream)?"
+
+
 def _register_named(name: str) -> None:
     """Register ``imagefolder[-SIZE][-stream]`` (a name matching ``FAMILY``)."""
     m = re.fullmatch(FAMILY, name)
@@ -67,8 +71,6 @@ def _register_named(name: str) -> None:
         imagefolder_name(int(m.group(1) or DEFAULT_SIZE), stream=bool(m.group(2)))
 
 
-#: the data-set names of ImageFolder trees: a size other than 299, and/or always streamed
-FAMILY = r"imagefolder(?:-(\d+))?(-stream)?"
 register_family(FAMILY, _register_named)
 
 

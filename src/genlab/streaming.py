@@ -193,7 +193,7 @@ class _Plan:
         """(uint8 images (b, 3, S, S), their positions) for each batch of positions, in
         order."""
         self.sampler.batches = [list(b) for b in batches]
-        expected = iter(list(self.sampler.batches))
+        expected = iter(self.sampler.batches)  # the next read replaces the list, not edits it
         for raw, got in _one_line_errors(self.loader):
             want = next(expected)
             if got.tolist() != want:  # labels are indexed by position: never misalign
@@ -293,7 +293,7 @@ class ImageFiles:
 
     def sharded(self, rank: int, world: int) -> ImageFiles:
         """This view evaluated by ``world`` processes together (rank ``rank``: every world-th
-        image from ``rank`` on; :meth:`evaluate` all-reduces the sums)."""
+        image from ``rank`` on; :meth:`all_reduce` sums the ranks' counts)."""
         if len(self) < world:
             raise GenlabError(f"{len(self)} images cannot be shared by {world} processes")
         return self._view(shard=(rank, world))
