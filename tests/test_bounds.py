@@ -39,15 +39,61 @@ def test_kl_inverse_upper_closed_form_at_zero(c):
     assert B.kl_inverse_upper(0.0, c) == pytest.approx(1 - math.exp(-c), abs=1e-9)
 
 
+def _kl_def(q, p):
+    """kl(q||p) straight from its definition, for 0 < q, p < 1."""
+    return q * math.log(q / p) + (1 - q) * math.log((1 - q) / (1 - p))
+
+
+def _bisect(f, lo, hi, n=200):
+    """Root of an increasing f on [lo, hi] (f(lo) <= 0 <= f(hi)) by plain bisection."""
+    for _ in range(n):
+        mid = 0.5 * (lo + hi)
+        if f(mid) > 0:
+            hi = mid
+        else:
+            lo = mid
+    return 0.5 * (lo + hi)
+
+
 @pytest.mark.parametrize("q,c", [(0.05, 0.01), (0.1, 0.5), (0.3, 0.05), (0.7, 0.2)])
 def test_kl_inverse_upper_solves_the_equation(q, c):
+    # expected value: a bisection written here on kl(q||p) - c over p in [q, 1 - 1e-15]
+    expected_up = _bisect(lambda p: _kl_def(q, p) - c, q, 1 - 1e-15)
+    expected_lo = _bisect(lambda p: c - _kl_def(q, p), 1e-15, q)
+    assert _kl_def(q, expected_up) == pytest.approx(c, abs=1e-9)
+    assert _kl_def(q, expected_lo) == pytest.approx(c, abs=1e-9)
     p = B.kl_inverse_upper(q, c, tol=1e-12)
-    assert q < p < 1
-    assert B.kl_bernoulli(q, p) == pytest.approx(c, abs=1e-9)
-    assert p >= B.kl_inverse_upper(q, c, tol=1e-12) - 1e-15  # deterministic
+    assert q < p < 1 and p == pytest.approx(expected_up, abs=1e-10)
     lo = B.kl_inverse_lower(q, c, tol=1e-12)
-    assert 0 <= lo < q
-    assert B.kl_bernoulli(q, lo) == pytest.approx(c, abs=1e-9)
+    assert 0 < lo < q and lo == pytest.approx(expected_lo, abs=1e-10)
+    # conservative ends of the bracket: never below / above the exact inverse
+    assert p >= expected_up - 1e-13 and lo <= expected_lo + 1e-13
+    # the default tolerance is honoured
+    assert B.kl_inverse_upper(q, c) == pytest.approx(expected_up, abs=1.1e-10)
+
+
+@pytest.mark.parametrize("q,p", [(0.5, 0.9), (0.25, 0.5), (0.2, 0.8), (0.01, 0.05)])
+def test_kl_inverse_hand_values(q, p):
+    # c = kl(q||p) by hand; then p is the upper inverse at q, and (by the symmetry
+    # kl(q||p) = kl(1-q||1-p)) 1 - p is the lower inverse at 1 - q.
+    # (0.5, 0.9): 0.5 ln(5/9) + 0.5 ln 5 = ln(5/3); (0.2, 0.8): 0.2 ln(1/4) + 0.8 ln 4 = 1.2 ln 2;
+    # (0.25, 0.5): 0.25 ln(1/2) + 0.75 ln(3/2)
+    hand = {(0.5, 0.9): math.log(5 / 3), (0.2, 0.8): 1.2 * math.log(2),
+            (0.25, 0.5): 0.25 * math.log(0.5) + 0.75 * math.log(1.5),
+            (0.01, 0.05): 0.01 * math.log(0.2) + 0.99 * math.log(0.99 / 0.95)}[(q, p)]
+    assert B.kl_bernoulli(q, p) == pytest.approx(hand, rel=1e-12)
+    assert B.kl_inverse_upper(q, hand, tol=1e-12) == pytest.approx(p, abs=1e-9)
+    assert B.kl_inverse_lower(1 - q, hand, tol=1e-12) == pytest.approx(1 - p, abs=1e-9)
+
+
+def test_kl_inverse_monotone_in_q():
+    # for a fixed budget the upper inverse rises with q, and always lies above q
+    qs = [0.0, 0.01, 0.05, 0.2, 0.5, 0.8]
+    ups = [B.kl_inverse_upper(q, 0.05) for q in qs]
+    assert all(a < b for a, b in zip(ups, ups[1:]))
+    assert all(u > q for u, q in zip(ups, qs))
+    lows = [B.kl_inverse_lower(q, 0.05) for q in qs[1:]]
+    assert all(a < b for a, b in zip(lows, lows[1:])) and all(lo < q for lo, q in zip(lows, qs[1:]))
 
 
 def test_kl_inverse_monotone_in_c():
@@ -124,6 +170,10 @@ def test_lambda_grid_and_snapping():
     p = B.snap_to_grid(0.1 * math.exp(-0.5))
     assert p.j == 50 and not p.clamped and p.lam == pytest.approx(0.1 * math.exp(-0.5))
     assert B.nearest_grid_index(0.1 * math.exp(-0.123)) == 12  # 12.3 rounds to 12
+    assert B.nearest_grid_index(0.1 * math.exp(-0.127)) == 13  # 12.7 rounds to 13
+    p = B.snap_to_grid(0.1 * math.exp(-0.127))
+    assert p.lam == pytest.approx(0.1 * math.exp(-0.13)) and p.requested == pytest.approx(
+        0.1 * math.exp(-0.127))
     with pytest.raises(GenlabError):
         B.lambda_grid(0)
 
@@ -136,6 +186,11 @@ def test_grid_index_is_clamped_when_lambda_above_c():
     with pytest.warns(UserWarning, match="clamped"):
         assert B.nearest_grid_index(1.0) == 1
     assert math.isfinite(B.dr_bound(0.05, 10.0, 1000, 0.025, p.j))
+    # lambda = c exactly: raw index 0 (not a grid point either), also clamped to j = 1
+    p0 = B.snap_to_grid(0.1)
+    assert p0.j == 1 and p0.clamped and p0.lam == pytest.approx(0.1 * math.exp(-0.01))
+    # lambda = c exp(-0.6): raw index 60 is fine, no clamping
+    assert not B.snap_to_grid(0.1 * math.exp(-0.6)).clamped
 
 
 def test_dr_bound_hand_example():
@@ -335,5 +390,10 @@ def test_vc_generalization_bound_hand_and_vacuous():
     assert not res.vacuous
     big = B.vc_generalization_bound(0.0, 5000, 10_000, 0.05)
     assert big.bound == 1.0 and big.vacuous
+    # vc = m is still covered by Sauer's lemma: a finite gap (vacuous, but not inf)
+    edge = B.vc_generalization_bound(0.0, 100, 100, 0.05)
+    assert edge.gap == pytest.approx(math.sqrt(8 / 100 * (100 * math.log(2 * math.e)
+                                                          + math.log(80))))
+    assert edge.bound == 1.0 and edge.vacuous
     more = B.vc_generalization_bound(0.0, 1.2e6, 50_000, 0.05)
     assert more.bound == 1.0 and more.vacuous and "exceeds" in more.note

@@ -247,3 +247,80 @@ def test_bounds_figures_with_seeds_models_and_non_label_conditions(tmp_path):
     assert [Path(f.png).name for f in figs] == ["bounds_vs_corruption.png",
                                                 "measures_vs_corruption.png"]
     assert all(Path(f.png).stat().st_size > 1000 and Path(f.svg).is_file() for f in figs)
+
+
+def test_uc_task_scores_s_prime_with_projected_points_and_flipped_labels(tmp_path):
+    """uc_task on a hand-built store: a radial classifier on d = 2 (circles of radius 1 and
+    1.1) is right on S and on S' (S' is on the other circle with the other label); scoring S'
+    against the unflipped labels, or the unprojected points, would give error 1. One extra
+    hidden unit errs on a wedge of directions holding no training point, so the test error is
+    not 0 and differs from the training error."""
+    from safetensors.torch import save_file
+
+    from genlab.experiments.base import TaskContext
+    from genlab.experiments.uniform_convergence import uc_task
+    from genlab.models import build_model
+    from genlab.spec import Recipe, RunSpec
+    from genlab.store import Store
+
+    m, n_test, k = 32, 400, 64  # k hidden units read k evenly spaced directions
+    data = genlab.load_dataset("hyperspheres-d2", train_size=m, test_size=n_test, seed=3)
+    x = data.x_train.reshape(m, 2).double()
+    assert torch.allclose(x.norm(dim=1), torch.where(data.y_train == 1, 1.1, 1.0).double(),
+                          atol=1e-6)
+    # the widest angular gap between training directions: centre c, width 2 * hw
+    ang = torch.sort(torch.atan2(x[:, 1], x[:, 0])).values
+    gaps = torch.cat([ang[1:] - ang[:-1], (ang[:1] + 2 * math.pi) - ang[-1:]])
+    i = int(gaps.argmax())
+    hw = float(gaps[i]) / 2
+    c = float(ang[i]) + hw
+    spec = RunSpec(dataset="hyperspheres-d2", model=f"mlp:{k + 1}", train_size=m,
+                   test_size=n_test, seed=3, recipe=Recipe(target_margin=0.5),
+                   preprocess="none")
+    torch.manual_seed(spec.seed)
+    init = build_model(spec.model, (1, 1, 2), 2)
+    model = build_model(spec.model, (1, 1, 2), 2)
+    theta = torch.arange(k) * (2 * math.pi / k)
+    with torch.no_grad():
+        # (pi / k) sum_i relu(<u_i, x>) = ||x|| up to a (pi / k)^2 ripple; f_1 - f_0 =
+        # 20 ||x|| - 21: about -1 at radius 1 (class 0) and +1 at radius 1.1 (class 1)
+        model[1].weight[:k] = torch.stack([theta.cos(), theta.sin()], 1)
+        model[1].bias.zero_()
+        # unit k: relu(<u_c, x> - 1.1 cos(hw / 2)) > 0 only within hw / 2 of c (no training
+        # point there: they are >= hw away); it pushes such points to class 0
+        model[1].weight[k] = torch.tensor([math.cos(c), math.sin(c)])
+        model[1].bias[k] = -1.1 * math.cos(hw / 2)
+        model[3].weight.zero_()
+        model[3].weight[1, :k] = 20 * math.pi / k
+        model[3].weight[0, k] = 1e4
+        model[3].bias.copy_(torch.tensor([21.0, 0.0]))
+    store = Store.create(tmp_path)
+    assert store.claim(spec.hash, spec.to_json())
+    store.finish(spec.hash, status="done", reason="", metrics={}, curves=[], device="cpu",
+                 versions={}, wall_time_s=0.0, extra={"input_shape": [1, 1, 2], "num_classes": 2})
+    store.model_path(spec.hash).parent.mkdir(parents=True, exist_ok=True)
+    save_file({k_: v.contiguous() for k_, v in model.state_dict().items()},
+              str(store.model_path(spec.hash)))
+
+    res = uc_task({"spec": spec.to_dict(), "hash": spec.hash}, TaskContext(out=tmp_path))
+    # S' by hand: the other radius along the same direction, the other label
+    xs = x / x.norm(dim=1, keepdim=True) * torch.where(data.y_train == 1, 1.0, 1.1)[:, None]
+    with torch.no_grad():
+        pred = model(xs.float().reshape(m, 1, 1, 2)).argmax(1)
+        assert torch.equal(pred, 1 - data.y_train)  # the hand model is right on S'
+        f = model(data.x_train)
+        test_err = float((model(data.x_test).argmax(1) != data.y_test).double().mean())
+    assert 0 < test_err < 0.2  # class-1 test points in the wedge
+    assert res["s_prime_error"] == 0.0
+    assert res["train_error"] == 0.0
+    assert res["test_error"] == pytest.approx(test_err, abs=1e-12)
+    assert (res["m"], res["model"], res["seed"]) == (m, f"mlp:{k + 1}", 3)
+    # distance from the initialization the run's seed builds, over all parameters
+    dist = sum(float((a - b).detach().pow(2).sum()) for a, b in zip(model.parameters(),
+                                                                     init.parameters()))
+    assert res["dist_from_init"] == pytest.approx(math.sqrt(dist), rel=1e-6)
+    margins = (f[:, 1] - f[:, 0]) * (2 * data.y_train - 1)
+    assert margins.min() > 0.9 and margins.max() < 1.1
+    assert res["margin_p10"] == pytest.approx(float(np.percentile(margins.numpy(), 10)),
+                                              rel=1e-5)
+    assert res["target_margin"] == 0.5 and res["train_frac_at_margin"] == 1.0

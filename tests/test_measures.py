@@ -421,5 +421,9 @@ def test_all_measures_without_init_and_with_bad_margins():
     with pytest.warns(UserWarning, match="margin"):
         out = M.all_measures(net, None, X, y, sharpness=False)
     assert out["dist_init_fro_sq"] == pytest.approx(out["frobenius_sq_sum"])  # w0 = 0
+    # margins [2, -5, -2, 0] (test_margins_by_hand): a zero margin is an error
+    assert out["train_acc"] == pytest.approx(0.25)
+    # no init: w0 = 0, so ||w||^2 = 30 (W1) + 1 + 1 + 0 + 1 + 1 + 0 (W2)
+    assert out["param_dist_sq"] == pytest.approx(34.0)
     assert out["bft_bound_measure"] == math.inf and out["neyshabur_bound_measure"] == math.inf
     assert "sharpness_sigma" not in out

@@ -105,9 +105,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=_int_at_least(0, "--workers"), default=0,
                    help="worker processes for the runs (default 0: one per core on the CPU, "
                    "one thread each; 1: all in this process)")
-    p.add_argument("--batched", choices=["auto", "on", "off"], default="auto",
+    p.add_argument("--batched", choices=["auto", "on", "off"], default="off",
                    help="with one process (--workers 1 or on a GPU): train same-shaped MLPs and "
-                   "paper CNNs as one stacked model (auto: when a short probe says it is faster)")
+                   "paper CNNs as one stacked model (auto: when a short probe says it is "
+                   "faster). Off by default: in float32 a stack matches one-by-one training "
+                   "only to rounding; results record it")
     p.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local processes (default) or Ray tasks (pip install 'genlab[ray]')")
     p.add_argument("--ray-address", help="address of a running Ray cluster (default: start a "
@@ -230,10 +232,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        from .files import check_path
+
+        for name in ("out", "data_dir", "dest", "checkpoint"):
+            if getattr(args, name, None):
+                check_path(getattr(args, name), f"--{name.replace('_', '-')}")
         return _COMMANDS[args.command](args)
     except GenlabError as e:
         print(f"genlab {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the file system failed (full, read-only, gone): a fault, not a bug
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"genlab {args.command}: error: {e.strerror or e}{where}; fix it and run the "
+              "same command again (finished runs are kept)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("genlab: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
@@ -246,12 +258,17 @@ def _check_device(device: str) -> None:
         raise GenlabError("--device cuda asked for, but CUDA is not available; use --device cpu")
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def options_from_args(args: argparse.Namespace):
+    """The :class:`genlab.experiments.Options` a parsed ``genlab run`` command line asks for."""
     from .experiments import Options
 
     keys = [f for f in Options.__dataclass_fields__ if f in vars(args)
             and f not in ("extra", "explicit")]
-    options = Options(**{k: getattr(args, k) for k in keys}, extra=dict(args.extra))
+    return Options(**{k: getattr(args, k) for k in keys}, extra=dict(args.extra))
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    options = options_from_args(args)
     out = args.out or str(Path("genlab-runs") / args.experiment)
     return _run(args.experiment, options, out, args, report=not args.no_report)
 
@@ -288,7 +305,28 @@ def _run(name: str, options, out: str, args: argparse.Namespace, *, report: bool
         print(f"report: {path}")
     if demo:
         _print_demo_verdict(runs)
-    return 0
+    return _failures(p, out)
+
+
+def _failures(p, out: str) -> int:
+    """1 (and one line per distinct reason) when any run or task of the plan ended in error."""
+    from .results import load
+
+    wanted = {s.hash for s in p.specs} | {t.hash for t in p.tasks}
+    rows = [df[df["hash"].isin(wanted)] for df in (load(out), load(out, tasks=True))
+            if len(df)]
+    failed = [r for df in rows for _, r in df[df["status"] == "error"].iterrows()]
+    if not failed:
+        return 0
+    reasons: dict[str, int] = {}
+    for r in failed:
+        reasons[str(r.get("reason") or "unknown")] = reasons.get(
+            str(r.get("reason") or "unknown"), 0) + 1
+    print(f"genlab: {len(failed)} of {len(wanted)} runs and tasks failed; fix the cause and run "
+          "the same command again (finished runs are kept):", file=sys.stderr)
+    for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
+        print(f"  {n} x {reason.splitlines()[0] if reason else 'unknown'}", file=sys.stderr)
+    return 1
 
 
 def _print_summary(df) -> None:
@@ -349,7 +387,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_measure(args: argparse.Namespace) -> int:
     import json
 
-    from .experiments.bounds import DEFAULTS, _check_extra, measure_checkpoint
+    from .experiments.bounds import (
+        BOUND_PREDICTORS,
+        DEFAULTS,
+        _check_extra,
+        bound_status,
+        measure_checkpoint,
+    )
 
     params = {**DEFAULTS["extra"], **dict(args.extra)}
     _check_extra(params)
@@ -359,14 +403,17 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(res, indent=1, default=str))
         return 0
-    chance = 1 - 1 / res["num_classes"]
     for k, v in res.items():
         if k == "notes":
             continue
         text = f"{v:.6g}" if isinstance(v, float) else str(v)
-        if k in ("vc_bound", "dr_bound", "compression_bound"):
-            text += (f"  (test error {res['test_error']:.4f}; "
-                     f"{'VACUOUS' if v >= 1 else 'trivial' if v >= chance else 'non-vacuous'})")
+        if k in BOUND_PREDICTORS:
+            if text == "1" and v < 1:  # 0.9999999 is not vacuous: do not print it as 1
+                text = f"{v:.12g}"
+            who, col = BOUND_PREDICTORS[k]
+            err = res.get(col)
+            of = f"test error of {who} {err:.4f}; " if isinstance(err, float) else ""
+            text += f"  ({of}{bound_status(v, res['num_classes'])})"
         print(f"{k:40s} {text}")
     for n in res["notes"]:
         print(f"note: {n}")

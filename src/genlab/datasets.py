@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import errno
 import gzip
+import math
 import os
 import pickle
 import random
 import re
+import stat
 import struct
 import subprocess
 import zlib
@@ -189,7 +192,7 @@ def load_dataset(name: str, *, data_dir: str | Path | None = None, train_size: i
     if entry is None:
         known = ", ".join(sorted(_REGISTRY))
         raise GenlabError(f"unknown data set {name!r}; choose one of: {known}")
-    root = Path(data_dir).expanduser() if data_dir not in (None, "") else None
+    root = _user_path(data_dir, "--data-dir") if data_dir not in (None, "") else None
     cache_key = (key, str(root) if root else "", os.environ.get("GENLAB_DATA", ""))
     full = _CACHE.get(cache_key)
     if full is None:
@@ -275,15 +278,62 @@ def _one_line(text: object) -> str:
     return re.sub(r"\s+", " ", str(text)).strip()
 
 
+def _os_error(path: Path | str, exc: BaseException, redo: str = "") -> GenlabError:
+    """A one-line GenlabError for an OSError (or a NUL byte's ValueError) on ``path``."""
+    code = getattr(exc, "errno", None)
+    reason = getattr(exc, "strerror", None) or _one_line(exc)
+    if code == errno.ENAMETOOLONG:
+        advice = "use a shorter path (every folder and file name at most 255 characters)"
+    elif code in (errno.EACCES, errno.EPERM):
+        advice = "check its permissions"
+    elif isinstance(exc, ValueError):
+        advice = "check the path"
+    else:
+        advice = redo or "check the path"
+    return GenlabError(f"cannot read {path}: {reason}; {advice}")
+
+
+def _is_kind(path: Path, want_dir: bool) -> bool:
+    """Whether ``path`` is a file (a folder when ``want_dir``); False when it does not exist,
+    and a one-line GenlabError naming it when it cannot be looked at (a name over 255
+    characters, no permission, a symlink loop, a NUL byte) instead of pathlib's OSError."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return False
+        raise _os_error(path, exc) from exc
+    except ValueError as exc:
+        raise _os_error(path, exc) from exc
+    return stat.S_ISDIR(mode) if want_dir else stat.S_ISREG(mode)
+
+
+def _is_file(path: Path) -> bool:
+    return _is_kind(path, False)
+
+
+def _is_dir(path: Path) -> bool:
+    return _is_kind(path, True)
+
+
+def _user_path(text: str | Path, what: str) -> Path:
+    """``text`` (a folder the user named in ``what``) as a Path with ``~`` expanded."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError as exc:  # ~user of an unknown user, or no home directory
+        raise GenlabError(f"{what} {text}: cannot expand '~' ({_one_line(exc)}); give the "
+                          "folder's full path") from exc
+
+
 def default_cache_dir() -> Path:
     """genlab's download folder: ``$XDG_CACHE_HOME/genlab``, else ``~/.cache/genlab``."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "genlab"
+    base = os.environ.get("XDG_CACHE_HOME") or str(_user_path("~", "home folder") / ".cache")
+    return _user_path(base, "$XDG_CACHE_HOME") / "genlab"
 
 
 def _env_dir() -> Path | None:
     env = os.environ.get("GENLAB_DATA", "")
-    return Path(env).expanduser() if env else None
+    return _user_path(env, "$GENLAB_DATA") if env else None
 
 
 def _search_roots(data_dir: Path | None, extra: Sequence[Path] = ()) -> list[Path]:
@@ -358,46 +408,93 @@ _IDX_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2")
                0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
-def _read_maybe_gzip(path: Path, redo: str) -> bytes:
-    """File bytes, gunzipped when the file starts with the gzip magic number."""
+#: The most data genlab reads from one IDX or .mat file (4 GiB); MNIST's training images are
+#: 47 MB and all of SVHN's extra split 1.6 GB. A header claiming more is refused unread.
+MAX_DATA_BYTES = 1 << 32
+#: Bytes decompressed at a time, so a gzip bomb is caught after at most this much past its size.
+_CHUNK = 1 << 20
+
+
+def _read_up_to(stream: Any, n: int, path: Path, gz: bool, redo: str) -> bytes:
+    """At most ``n`` bytes of ``stream`` (fewer at its end); read and gzip errors name ``path``."""
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise GenlabError(f"cannot read {path}: {exc.strerror or exc}; {redo}") from exc
-    if raw[:2] != b"\x1f\x8b":
-        return raw
-    try:
-        return gzip.decompress(raw)
+        return stream.read(n)
     except (OSError, EOFError, zlib.error) as exc:
-        raise GenlabError(f"corrupt gzip file {path} ({_one_line(exc)}); {redo}") from exc
+        if gz:
+            raise GenlabError(f"corrupt gzip file {path} ({_one_line(exc)}); {redo}") from exc
+        raise _os_error(path, exc, redo) from exc
+
+
+def _read_idx_stream(stream: Any, path: Path, gz: bool, on_disk: int, redo: str) -> np.ndarray:
+    """The array of an open IDX stream (gunzipped when ``gz``; ``on_disk``: the file's size).
+
+    The header's dims fix the data's length, so no more than that (plus one byte, to tell a
+    longer body) is ever read or decompressed: a gzip bomb is refused after at most
+    ``_CHUNK`` bytes past the size its header claims.
+    """
+    what = "its decompressed data" if gz else "the file"
+    magic = _read_up_to(stream, 4, path, gz, redo)
+    if (len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES
+            or magic[3] == 0):
+        shown = magic.hex() or "(empty file)"
+        raise GenlabError(f"{path} is not an IDX file (magic number {shown}); {redo}")
+    ndim = magic[3]
+    header = 4 + 4 * ndim
+    raw_dims = _read_up_to(stream, 4 * ndim, path, gz, redo)
+    if len(raw_dims) < 4 * ndim:
+        raise GenlabError(f"corrupt IDX file {path}: header needs {header} bytes, {what} has "
+                          f"{4 + len(raw_dims)}; {redo}")
+    dims = struct.unpack(f">{ndim}I", raw_dims)
+    dtype = _IDX_DTYPES[magic[2]]
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: no overflow for absurd dims
+    if expected > MAX_DATA_BYTES:
+        raise GenlabError(f"corrupt IDX file {path}: its header claims dims "
+                          f"{' x '.join(map(str, dims))} ({expected} bytes of data), more than "
+                          f"genlab reads from one file ({MAX_DATA_BYTES} bytes); {redo}")
+    if not gz and on_disk - header != expected:
+        raise GenlabError(f"corrupt IDX file {path}: expected {expected} bytes of data, found "
+                          f"{on_disk - header}; {redo}")
+    data = bytearray()
+    while len(data) < expected:
+        chunk = _read_up_to(stream, min(_CHUNK, expected - len(data)), path, gz, redo)
+        if not chunk:
+            break
+        data += chunk
+    if len(data) < expected:
+        raise GenlabError(f"corrupt IDX file {path}: expected {expected} bytes of data, found "
+                          f"{len(data)}; {redo}")
+    if _read_up_to(stream, 1, path, gz, redo):  # at a gzip file's end: checks its CRC too
+        raise GenlabError(f"corrupt IDX file {path}: expected {expected} bytes of data (dims "
+                          f"{' x '.join(map(str, dims))}), {what} holds more; {redo}")
+    array = np.frombuffer(data, dtype=dtype).reshape(dims)  # writable: shares ``data``
+    return array if dtype.isnative else array.astype(dtype.newbyteorder("="))
 
 
 def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (raw or gzipped) into a native-endian array of the stored shape.
 
     Validates the magic number (two zero bytes, a known dtype code, ndim >= 1) and that the data
-    is exactly as long as the header says; anything else raises GenlabError naming ``path``.
+    is exactly as long as the header says (at most :data:`MAX_DATA_BYTES`), reading a gzipped
+    file chunk by chunk so that no more than that is ever decompressed; anything else raises
+    GenlabError naming ``path``.
     """
     path = Path(path)
     redo = "delete it and download again"
-    raw = _read_maybe_gzip(path, redo)
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or raw[3] == 0:
-        magic = raw[:4].hex() or "(empty file)"
-        raise GenlabError(f"{path} is not an IDX file (magic number {magic}); {redo}")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise GenlabError(f"corrupt IDX file {path}: header needs {header} bytes, file has "
-                          f"{len(raw)}; {redo}")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    dtype = _IDX_DTYPES[raw[2]]
-    count = int(np.prod(dims, dtype=np.int64))
-    expected, found = count * dtype.itemsize, len(raw) - header
-    if found != expected:
-        raise GenlabError(f"corrupt IDX file {path}: expected {expected} bytes of data, found "
-                          f"{found}; {redo}")
-    data = np.frombuffer(raw, dtype=dtype, count=count, offset=header)
-    return data.astype(dtype.newbyteorder("="), copy=True).reshape(dims)
+    try:
+        fh = path.open("rb")
+    except (OSError, ValueError) as exc:
+        raise _os_error(path, exc, redo) from exc
+    with fh:
+        try:
+            on_disk = os.fstat(fh.fileno()).st_size
+            gz = fh.read(2) == b"\x1f\x8b"
+            fh.seek(0)
+        except OSError as exc:
+            raise _os_error(path, exc, redo) from exc
+        if not gz:
+            return _read_idx_stream(fh, path, False, on_disk, redo)
+        with gzip.GzipFile(fileobj=fh, mode="rb") as stream:
+            return _read_idx_stream(stream, path, True, on_disk, redo)
 
 
 _IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
@@ -406,7 +503,7 @@ _IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images
 
 def _idx_file(folder: Path, base: str) -> Path | None:
     for name in (base, base + ".gz"):  # the uncompressed copy is faster to read
-        if (folder / name).is_file():
+        if _is_file(folder / name):
             return folder / name
     return None
 
@@ -561,13 +658,21 @@ def load_cifar_pickle(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     redo = "delete it and download again"
     try:
-        with path.open("rb") as fh:
+        fh = path.open("rb")
+        size = os.fstat(fh.fileno()).st_size
+    except (OSError, ValueError) as exc:
+        raise _os_error(path, exc, redo) from exc
+    try:
+        with fh:
+            if size > MAX_DATA_BYTES:
+                raise GenlabError(f"{path} is {size} bytes, more than genlab reads from one file "
+                                  f"({MAX_DATA_BYTES} bytes): not a CIFAR file; {redo}")
             obj = _CifarUnpickler(fh).load()
+    except GenlabError:
+        raise
     except _RefusedError as exc:
         raise GenlabError(f"refusing to load {path}: it contains {exc}, not CIFAR data; delete it "
                           "and download the data set again") from None
-    except OSError as exc:
-        raise GenlabError(f"cannot read {path}: {exc.strerror or exc}; {redo}") from exc
     except Exception as exc:  # a corrupt pickle stream can fail in almost any way
         raise GenlabError(f"corrupt CIFAR file {path} ({_one_line(exc)}); {redo}") from exc
     if not isinstance(obj, dict):
@@ -583,15 +688,32 @@ def _cifar_batch(obj: dict[str, Any], path: Path, label_key: str,
     if "data" not in obj or label_key not in obj:
         raise GenlabError(f"corrupt CIFAR file {path}: keys 'data' and {label_key!r} needed, "
                           f"found {sorted(obj)}; {redo}")
-    data, labels = np.asarray(obj["data"]), np.asarray(obj[label_key])
-    if data.ndim != 2 or data.shape[1] != 3072 or data.dtype.kind not in "ui":
-        raise GenlabError(f"corrupt CIFAR file {path}: data should be integer (N, 3072), found "
-                          f"{data.dtype} {data.shape}; {redo}")
+    # The real files hold an array and a list of ints. Nothing else is turned into an array:
+    # a list of references to one row would cost the file 2 bytes a row and the array 24 KB.
+    data, labels = obj["data"], obj[label_key]
+    if (not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072
+            or data.dtype.kind not in "ui"):
+        found = (f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray)
+                 else type(data).__name__)
+        raise GenlabError(f"corrupt CIFAR file {path}: data should be an integer array "
+                          f"(N, 3072), found {found}; {redo}")
     if len(data) and (data.min() < 0 or data.max() > 255):
         raise GenlabError(f"corrupt CIFAR file {path}: pixel values outside 0..255; {redo}")
-    if labels.ndim != 1 or len(labels) != len(data) or labels.dtype.kind not in "ui":
+    if isinstance(labels, list | tuple):
+        if len(labels) != len(data) or not all(
+                isinstance(v, int | np.integer) and not isinstance(v, bool) for v in labels):
+            raise GenlabError(f"corrupt CIFAR file {path}: {len(data)} images but labels "
+                              f"{label_key!r} are not {len(data)} integers; {redo}")
+        if labels and (min(labels) < 0 or max(labels) >= num_classes):
+            raise GenlabError(f"corrupt CIFAR file {path}: labels outside "
+                              f"0..{num_classes - 1}; {redo}")
+        labels = np.array([int(v) for v in labels], dtype=np.int64)
+    if (not isinstance(labels, np.ndarray) or labels.ndim != 1 or len(labels) != len(data)
+            or labels.dtype.kind not in "ui"):
+        found = (f"{labels.dtype} {labels.shape}" if isinstance(labels, np.ndarray)
+                 else type(labels).__name__)
         raise GenlabError(f"corrupt CIFAR file {path}: {len(data)} images but labels of "
-                          f"{labels.dtype} {labels.shape}; {redo}")
+                          f"{found}; {redo}")
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         raise GenlabError(f"corrupt CIFAR file {path}: labels outside 0..{num_classes - 1}; "
                           f"{redo}")
@@ -599,7 +721,7 @@ def _cifar_batch(obj: dict[str, Any], path: Path, label_key: str,
 
 
 def _cifar_names(meta: Path, key: str, num_classes: int, fallback: Sequence[str]) -> list[str]:
-    if not meta.is_file():
+    if not _is_file(meta):
         return list(fallback)
     names = load_cifar_pickle(meta).get(key)
     if not isinstance(names, list | tuple) or len(names) != num_classes:
@@ -616,9 +738,14 @@ def read_cifar_bin(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     redo = "delete it and download again"
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise GenlabError(f"cannot read {path}: {exc.strerror or exc}; {redo}") from exc
+        with path.open("rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > MAX_DATA_BYTES:
+                raise GenlabError(f"{path} is {size} bytes, more than genlab reads from one file "
+                                  f"({MAX_DATA_BYTES} bytes): not a CIFAR-10 batch; {redo}")
+            raw = fh.read()
+    except (OSError, ValueError) as exc:
+        raise _os_error(path, exc, redo) from exc
     if not raw or len(raw) % 3073:
         raise GenlabError(f"corrupt CIFAR-10 binary file {path}: {len(raw)} bytes is not a "
                           f"whole number of 3073-byte records; {redo}")
@@ -641,7 +768,7 @@ def _first_folder(roots: Sequence[Path], subdirs: Sequence[str], required: Seque
         for sub in subdirs:
             folder = root / sub if sub else root
             looked.append(folder)
-            if all((folder / f).is_file() for f in required):
+            if all(_is_file(folder / f) for f in required):
                 return folder
     return None
 
@@ -689,8 +816,12 @@ def _load_cifar10(data_dir: Path | None, download: bool) -> Dataset:
         parts = [read_cifar_bin(binary / f) for f in bin_files]
         classes = list(CIFAR10_CLASSES)
         meta = binary / "batches.meta.txt"
-        if meta.is_file():
-            names = [s.strip() for s in meta.read_text(errors="replace").splitlines() if s.strip()]
+        if _is_file(meta):
+            try:
+                text = meta.read_text(errors="replace")
+            except OSError as exc:
+                raise _os_error(meta, exc, "delete it and download again") from exc
+            names = [s.strip() for s in text.splitlines() if s.strip()]
             classes = names if len(names) == 10 else classes
         source = f"CIFAR-10 binary batches in {binary}"
     else:
@@ -731,12 +862,31 @@ def read_svhn_mat(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
     The file stores X as (H, W, 3, N) and digit 0 as label 10, which is mapped to 0.
     """
-    from scipy.io import loadmat
+    from scipy.io import loadmat, whosmat
 
     path = Path(path)
     redo = "delete it and download again"
     try:
+        # The variables' headers first: sizes are checked before any data is read or inflated.
+        for var, shape, cls in whosmat(str(path)):
+            if var not in ("X", "y"):
+                continue
+            try:
+                itemsize = np.dtype(cls).itemsize
+            except TypeError:
+                itemsize = 8  # cell, struct, char...: refused below if they get that far
+            nbytes = math.prod(int(n) for n in shape) * itemsize
+            if nbytes > MAX_DATA_BYTES:
+                raise GenlabError(f"corrupt SVHN file {path}: its header claims {var} of shape "
+                                  f"{tuple(shape)} ({nbytes} bytes), more than genlab reads "
+                                  f"from one file ({MAX_DATA_BYTES} bytes); {redo}")
         mat = loadmat(str(path), variable_names=["X", "y"])
+    except GenlabError:
+        raise
+    except (OSError, ValueError) as exc:
+        if getattr(exc, "errno", None) is not None or "null byte" in str(exc):
+            raise _os_error(path, exc, redo) from exc
+        raise GenlabError(f"cannot read SVHN file {path} ({_one_line(exc)}); {redo}") from exc
     except Exception as exc:  # scipy raises many types for unreadable files
         raise GenlabError(f"cannot read SVHN file {path} ({_one_line(exc)}); {redo}") from exc
     x, y = mat.get("X"), mat.get("y")

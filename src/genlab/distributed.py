@@ -46,6 +46,7 @@ another, through the one trainer (:func:`genlab.train.train` with ``shard=(rank,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
@@ -182,8 +183,11 @@ def run_plan(p: Any, out: str | Path, *, device: str = "auto",
             _say(quiet, f"{tag}: already done or taken")
             continue
         t0 = time.perf_counter()
+        lease = store.lease([spec.hash]) if store is not None else contextlib.nullcontext()
         try:
-            _train_one(spec, store, dev, rank, world, data_dir, download, checkpoint_every_s)
+            with lease:  # rank 0 holds the run's lease, renewed by time
+                _train_one(spec, store, dev, rank, world, data_dir, download,
+                           checkpoint_every_s)
         except BaseException as e:
             if store is not None:
                 if isinstance(e, KeyboardInterrupt):
@@ -248,7 +252,6 @@ def _train_one(spec: Any, store: Any, dev: torch.device, rank: int, world: int,
                  st: TrainState) -> None:
         if rank == 0 and time.monotonic() - last_save[0] >= checkpoint_every_s:
             save_checkpoint(ckpt, model, opt, gen, st)
-            store.heartbeat(spec.hash)
             last_save[0] = time.monotonic()
 
     result = train(ddp, prep.x_train, prep.y_train, prep.x_test, prep.y_test, spec.recipe,

@@ -26,7 +26,7 @@ from typing import Any
 
 from .datasets import may_stream
 from .errors import GenlabError
-from .runner import build_run_model, execute, prepare, record_result
+from .runner import build_run_model, execute, prepare, record_result, training_threads
 from .spec import RunSpec
 from .store import Store
 
@@ -302,12 +302,14 @@ def run_batched(group: list[RunSpec], store: Store, *, device: str, data_dir: An
     t0 = time.perf_counter()
     dev = resolve_device(device)
     try:
-        preps, stacked = prepare_stacked(claimed, dev, data_dir=data_dir, download=download)
-        models = [build_run_model(s, p, dev) for s, p in zip(claimed, preps)]
-        results = train_batched(models, *stacked, [s.recipe for s in claimed],
-                                [s.seed for s in claimed], augments=_augments(claimed))
-        for s, p, m, r in zip(claimed, preps, models, results):
-            record_result(s, store, p, m, r, dev, batched=len(claimed))
+        with store.lease([s.hash for s in claimed]), training_threads(dev):
+            preps, stacked = prepare_stacked(claimed, dev, data_dir=data_dir,
+                                             download=download)
+            models = [build_run_model(s, p, dev) for s, p in zip(claimed, preps)]
+            results = train_batched(models, *stacked, [s.recipe for s in claimed],
+                                    [s.seed for s in claimed], augments=_augments(claimed))
+            for s, p, m, r in zip(claimed, preps, models, results):
+                record_result(s, store, p, m, r, dev, batched=len(claimed))
     except Exception as e:
         for s in claimed:
             store.fail(s.hash, f"{type(e).__name__}: {e}")

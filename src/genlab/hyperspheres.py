@@ -13,6 +13,8 @@ and every condition (corrupt:p, random-labels) acts on the binary labels.
 
 from __future__ import annotations
 
+import math
+import numbers
 from pathlib import Path
 
 import torch
@@ -27,6 +29,8 @@ DEFAULT_D = 1000
 N_TRAIN = 65536
 N_TEST = 4000
 REGISTERED_D = (2, 10, 50, 100, 200, 500, 1000, 2000, 5000)
+#: the largest dimension accepted: both splits then take 28 GB as float32
+MAX_D = 100_000
 
 
 def sample_hyperspheres(n: int, d: int = DEFAULT_D, seed: int = 0,
@@ -78,8 +82,14 @@ def hyperspheres_name(d: int) -> str:
 
 def register_hyperspheres(d: int) -> str:
     """Register ``hyperspheres-d{d}`` (in this process) and return its name."""
-    if int(d) != d or d < 2:
+    whole = not isinstance(d, bool) and (isinstance(d, numbers.Integral) or (
+        isinstance(d, numbers.Real) and math.isfinite(d) and float(d).is_integer()))
+    if not whole or d < 2:
         raise GenlabError(f"hypersphere dimension d must be an integer >= 2, got {d}")
+    if d > MAX_D:
+        gb = (N_TRAIN + N_TEST) * int(d) * 4 / 1e9
+        raise GenlabError(f"hypersphere dimension d={int(d)} is too large ({gb:.0f} GB of "
+                          f"float32 points); use d <= {MAX_D}")
     name = hyperspheres_name(int(d))
     register_dataset(name, _loader(int(d)), f"two hyperspheres, radii 1 and 1.1, d={d} "
                      f"(Nagarajan & Kolter 2019), {N_TRAIN} / {N_TEST}")
@@ -89,8 +99,15 @@ def register_hyperspheres(d: int) -> str:
 for _d in REGISTERED_D:
     register_hyperspheres(_d)
 # any other d on first use, so spawned worker processes resolve names like hyperspheres-d300
-register_family(r"hyperspheres-d\d+",
-                lambda name: register_hyperspheres(int(name.removeprefix("hyperspheres-d"))))
+def _register_named(name: str) -> None:
+    digits = name.removeprefix("hyperspheres-d")
+    if len(digits) > len(str(MAX_D)):  # int() refuses thousands of digits with a ValueError
+        raise GenlabError(f"hypersphere dimension d={digits[:20]}... is too large; use d <= "
+                          f"{MAX_D}")
+    register_hyperspheres(int(digits))
+
+
+register_family(r"hyperspheres-d\d+", _register_named)
 
 
 # --- binary variants ------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ inputs of at least 75x75.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -31,7 +32,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .datasets import Dataset, _build, list_datasets, register_dataset, register_family
+from .datasets import (
+    Dataset,
+    _build,
+    _is_dir,
+    _os_error,
+    _user_path,
+    list_datasets,
+    register_dataset,
+    register_family,
+)
 from .errors import GenlabError
 from .models import register_model
 
@@ -39,6 +49,8 @@ from .models import register_model
 DEFAULT_SIZE = 299
 #: torchvision's Inception V3 fails below this input size (its stem and reductions).
 INCEPTION_MIN_SIZE = 75
+#: the largest image size accepted (one 4096x4096 float32 image is 200 MB)
+MAX_SIZE = 4096
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 SPLITS = ("train", "val")
 
@@ -48,8 +60,8 @@ def imagefolder_name(size: int = DEFAULT_SIZE, stream: bool = False) -> str:
 
     ``stream``: the name that always streams from disk (else: in memory when it fits).
     """
-    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
-        raise GenlabError(f"image_size must be an integer >= 8, got {size!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= MAX_SIZE:
+        raise GenlabError(f"image_size must be an integer from 8 to {MAX_SIZE}, got {size!r}")
     name = ("imagefolder" if size == DEFAULT_SIZE else f"imagefolder-{size}") + (
         "-stream" if stream else "")
     if name not in list_datasets():
@@ -68,7 +80,11 @@ def _register_named(name: str) -> None:
     """Register ``imagefolder[-SIZE][-stream]`` (a name matching ``FAMILY``)."""
     m = re.fullmatch(FAMILY, name)
     if m:
-        imagefolder_name(int(m.group(1) or DEFAULT_SIZE), stream=bool(m.group(2)))
+        digits = m.group(1) or str(DEFAULT_SIZE)
+        if len(digits) > len(str(MAX_SIZE)):  # int() refuses thousands of digits
+            raise GenlabError(f"image_size must be an integer from 8 to {MAX_SIZE}, got "
+                              f"{digits[:20]}...")
+        imagefolder_name(int(digits), stream=bool(m.group(2)))
 
 
 register_family(FAMILY, _register_named)
@@ -85,14 +101,22 @@ def _check_tree(data_dir: Path | None) -> Path:
     if data_dir is None:
         raise GenlabError("imagefolder needs --data-dir DIR with DIR/train/<class>/*.jpg and "
                           "DIR/val/<class>/*.jpg (torchvision ImageFolder layout)")
-    root = Path(data_dir).expanduser()
+    root = _user_path(data_dir, "--data-dir")
     for split in SPLITS:
         d = root / split
-        if not d.is_dir() or not any(p.is_dir() for p in d.iterdir()):
+        if not _is_dir(d) or not _has_subfolder(d):
             raise GenlabError(f"--data-dir {root} is not an ImageFolder tree: {d} must hold one "
                               "folder of images per class (DIR/train/<class>/*.jpg, "
                               "DIR/val/<class>/*.jpg)")
     return root
+
+
+def _has_subfolder(d: Path) -> bool:
+    try:
+        with os.scandir(d) as entries:
+            return any(e.is_dir() for e in entries)
+    except OSError as exc:
+        raise _os_error(d, exc) from exc
 
 
 def memory_limit_gb() -> float:
@@ -101,8 +125,9 @@ def memory_limit_gb() -> float:
     try:
         limit = float(text)
     except ValueError:
-        raise GenlabError(f"$GENLAB_IMAGEFOLDER_MAX_GB must be a number of GB, got {text!r}"
-                          ) from None
+        limit = math.nan
+    if not limit >= 0:  # nan too
+        raise GenlabError(f"$GENLAB_IMAGEFOLDER_MAX_GB must be a number of GB >= 0, got {text!r}")
     return limit
 
 
@@ -114,9 +139,9 @@ def load_imagefolder(data_dir: Path | None, size: int = DEFAULT_SIZE,
     decodes into float32 tensors, None (auto) decodes unless the tree exceeds
     :func:`memory_limit_gb`.
     """
+    root = _check_tree(data_dir)  # before importing torchvision: a bad tree is refused at once
     from .streaming import ImageFiles, TreeFolder
 
-    root = _check_tree(data_dir)
     train = TreeFolder(root / "train", size)
     val = TreeFolder(root / "val", size, train.classes)
     if not train.samples or not val.samples:

@@ -3,15 +3,21 @@
 Names are either registered exactly (``mlp1x512``), matched by a registered prefix
 (``mlp:512x256`` -> the ``mlp:`` family), or ``package.module:factory`` for any importable
 factory taking ``input_shape`` and ``num_classes`` keyword arguments.
+
+:func:`check_model` builds a model once and runs one probe forward pass, so that a factory that
+fails, or builds something that cannot train on the data, is refused before any run starts.
 """
 
 from __future__ import annotations
 
 import importlib
 import math
+import sys
 from collections.abc import Callable, Sequence
 
+import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from .errors import GenlabError
 
@@ -20,17 +26,37 @@ ModelFactory = Callable[..., nn.Module]
 _MODELS: dict[str, ModelFactory] = {}
 _FAMILIES: dict[str, Callable[[str], ModelFactory]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
+#: the module that registered each name / family prefix: genlab's own models are the ones
+#: registered by genlab's modules; any other is the user's (see :func:`is_custom_model`)
+_ORIGINS: dict[str, str] = {}
+_FAMILY_ORIGINS: dict[str, str] = {}
+
+
+def _caller_module(depth: int = 2) -> str:
+    """``__name__`` of the module whose code called the function calling this one."""
+    try:
+        return str(sys._getframe(depth).f_globals.get("__name__", ""))
+    except ValueError:  # no such frame
+        return ""
+
+
+def _is_genlab_module(module: str) -> bool:
+    return module == "genlab" or module.startswith("genlab.")
 
 
 def register_model(name: str, factory: ModelFactory | None = None, *, description: str = ""):
     """Register ``factory(input_shape, num_classes) -> nn.Module`` under ``name``.
 
     Usable as a decorator (``@register_model("mynet")``) or a call. Re-registering a name
-    replaces it, so notebooks can redefine a model.
+    replaces it, so notebooks can redefine a model. A model registered from outside genlab is
+    a custom model: its runs are identified by what it builds (:mod:`genlab.model_identity`),
+    so a redefinition gives new runs instead of reusing the old results.
     """
+    origin = _caller_module()
 
     def deco(f: ModelFactory) -> ModelFactory:
         _MODELS[name] = f
+        _ORIGINS[name] = origin
         _DESCRIPTIONS[name] = description or (f.__doc__ or "").strip().split("\n")[0]
         return f
 
@@ -40,7 +66,23 @@ def register_model(name: str, factory: ModelFactory | None = None, *, descriptio
 def register_family(prefix: str, parse: Callable[[str], ModelFactory], description: str) -> None:
     """Register a parametrised family: ``prefix:ARGS`` is built by ``parse(ARGS)``."""
     _FAMILIES[prefix] = parse
+    _FAMILY_ORIGINS[prefix] = _caller_module()
     _DESCRIPTIONS[prefix + ":..."] = description
+
+
+def is_custom_model(name: str) -> bool:
+    """Whether ``name`` is the user's model rather than one of genlab's own: a
+    ``package.module:factory`` path, or a name or family registered from outside genlab.
+
+    genlab's own models are fixed by their names (and SPEC_VERSION); a custom model's code can
+    change under the same name, so its runs carry a fingerprint of what it builds.
+    """
+    if name in _MODELS:
+        return not _is_genlab_module(_ORIGINS.get(name, ""))
+    prefix, sep, _ = name.partition(":")
+    if sep and prefix in _FAMILIES:
+        return not _is_genlab_module(_FAMILY_ORIGINS.get(prefix, ""))
+    return True
 
 
 def list_models() -> dict[str, str]:
@@ -54,7 +96,13 @@ def resolve_model(name: str) -> ModelFactory:
         return _MODELS[name]
     prefix, sep, args = name.partition(":")
     if sep and prefix in _FAMILIES:
-        return _FAMILIES[prefix](args)
+        try:
+            return _FAMILIES[prefix](args)
+        except GenlabError:
+            raise
+        except Exception as e:  # a user's family parser failing
+            raise GenlabError(f"model family {prefix!r} cannot make {name!r}: "
+                              f"{describe_error(e)}") from e
     if sep and prefix.replace(".", "").replace("_", "").isalnum() and args:
         return _import_factory(prefix, args, name)
     known = ", ".join(sorted(_MODELS) + [p + ":..." for p in _FAMILIES])
@@ -85,13 +133,83 @@ def build_model(
         model = factory(input_shape=shape, num_classes=int(num_classes), **kw)
     except GenlabError:
         raise
-    except Exception as e:  # a user's factory failing is bad input, not a genlab bug
+    except (Exception, SystemExit) as e:  # a user's factory failing is bad input, not a bug
         raise GenlabError(
-            f"model {name!r} could not be built for input {shape} with {num_classes} classes: {e}"
+            f"model {name!r} could not be built for input {shape} with {num_classes} classes: "
+            f"{describe_error(e)}; fix its factory"
         ) from e
     if not isinstance(model, nn.Module):
-        raise GenlabError(f"model factory {name!r} returned {type(model).__name__}, not nn.Module")
+        raise GenlabError(f"model factory {name!r} returned {type(model).__name__}, not a "
+                          "torch.nn.Module; a factory must return the network as an nn.Module")
     return model
+
+
+def check_model(name: str, input_shape: Sequence[int], num_classes: int,
+                dropout: float = 0.0) -> nn.Module:
+    """Build ``name``'s model and check it can train on inputs of ``input_shape`` (C, H, W).
+
+    The model is built under ``torch.manual_seed(0)`` in a forked RNG (the caller's random
+    state is left as it was), then one probe forward pass on one random example of shape
+    ``(1, *input_shape)``, on the CPU, in eval mode and without gradients, must give float
+    logits of shape ``(1, num_classes)``. Refused with a one-line :class:`GenlabError`: a
+    factory that fails or returns no ``nn.Module``, a model with no trainable parameters, a
+    forward pass that raises, and output of another shape. Returns the model (seed-0 weights,
+    back in training mode).
+    """
+    shape = tuple(int(s) for s in input_shape)
+    k = int(num_classes)
+    x_shape = (1, *shape)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = build_model(name, shape, k, dropout=dropout)
+        if any(is_lazy(t) for t in (*model.parameters(), *model.buffers())):
+            raise GenlabError(f"model {name!r} has uninitialized (lazy) parameters, e.g. from "
+                              "nn.LazyLinear; genlab builds the optimizer before the first "
+                              "forward pass, so give every layer its sizes (input_shape is "
+                              "passed to the factory)")
+        if count_parameters(model) == 0:
+            raise GenlabError(f"model {name!r} has no trainable parameters; its factory must "
+                              "return a network with parameters to train")
+        x = torch.randn(x_shape)
+        training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                out = model(x)
+        except GenlabError:
+            raise
+        except (Exception, SystemExit) as e:
+            raise GenlabError(
+                f"model {name!r} fails on one input of shape {x_shape} (a batch of one of "
+                f"the data set's preprocessed inputs): {describe_error(e)}; make it accept "
+                "that shape"
+            ) from e
+        finally:
+            model.train(training)
+    if not isinstance(out, torch.Tensor):
+        raise GenlabError(f"model {name!r} returns {type(out).__name__} for one input of shape "
+                          f"{x_shape}; it must return a tensor of logits of shape (1, {k})")
+    if tuple(out.shape) != (1, k):
+        width = out.shape[-1] if out.dim() else "none"
+        raise GenlabError(
+            f"model {name!r} gives output of shape {tuple(out.shape)} for one input of shape "
+            f"{x_shape}, width {width}; wanted (1, {k}), one logit per class: give its last "
+            f"layer {k} outputs (num_classes)"
+        )
+    if not out.is_floating_point():
+        raise GenlabError(f"model {name!r} gives {out.dtype} output; it must return float "
+                          "logits")
+    return model
+
+
+def describe_error(e: BaseException, limit: int = 300) -> str:
+    """``Type: message`` of an exception on one line (whitespace runs collapsed), shortened."""
+    if isinstance(e, SystemExit):
+        text = f"it called sys.exit({'' if e.code is None else repr(e.code)})"
+    else:
+        msg = " ".join(str(e).split())
+        text = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _takes_dropout(factory: ModelFactory) -> bool:
@@ -110,13 +228,21 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def _import_factory(module: str, attr: str, name: str) -> ModelFactory:
+    # any failure of the user's module is bad input: an ImportError, a SyntaxError, any
+    # exception its top-level code raises, or a sys.exit() (which would end genlab silently)
     try:
         mod = importlib.import_module(module)
-    except ImportError as e:
-        raise GenlabError(f"cannot import module {module!r} for model {name!r}: {e}") from e
-    factory = getattr(mod, attr, None)
+    except (Exception, SystemExit) as e:
+        raise GenlabError(f"cannot import module {module!r} for model {name!r}: "
+                          f"{describe_error(e)}; fix the module or the name") from e
+    try:
+        factory = getattr(mod, attr, None)
+    except Exception as e:  # a module __getattr__ that raises
+        raise GenlabError(f"module {module!r} fails giving {attr!r} (model {name!r}): "
+                          f"{describe_error(e)}") from e
     if not callable(factory):
-        raise GenlabError(f"module {module!r} has no callable {attr!r} (model {name!r})")
+        raise GenlabError(f"module {module!r} has no callable {attr!r} (model {name!r}); "
+                          "name a factory(input_shape, num_classes) in it")
     return factory
 
 

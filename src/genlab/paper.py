@@ -82,3 +82,144 @@ LOTFI_MNIST_BOUND = 0.116
 LOTFI_FASHION_MNIST_BOUND = 0.328
 LOTFI_CIFAR10_BOUND = 0.582
 LOTFI_CIFAR100_BOUND = 0.946
+
+# --- Claims as data: each published finding with its rule and the protocol it holds for ------
+
+from .claims import Protocol, Published  # noqa: E402
+
+#: Figure 1's protocol: CIFAR10's 50,000 training images.
+CIFAR10_TRAIN = 50000
+
+FIGURE1_SLOWDOWN = Published(
+    "random labels take a small constant factor longer than true labels",
+    "1.5x-3.5x (small Inception, CIFAR10, 50,000 images)", "range",
+    low=RANDOM_LABEL_SLOWDOWN[0], high=RANDOM_LABEL_SLOWDOWN[1],
+    protocol=Protocol(datasets=("cifar10",), models=("inception-small",),
+                      min_train=CIFAR10_TRAIN, note="small Inception, CIFAR10, 50,000 images"))
+
+#: The direction of Figure 1a at any scale, with genlab's stated size: at least 10% more steps.
+FIGURE1_SLOWER = Published(
+    "random labels take longer to fit than true labels",
+    "slower (Figure 1a); genlab's threshold: >= 1.1x the steps", "at_least", low=1.1)
+
+#: Figure 1b's shape: relative time rises with the corruption level p (rank correlation).
+FIGURE1B_RISES = Published(
+    "relative time to fit rises with label corruption p",
+    "rises with p (Figure 1b); genlab's threshold: Spearman rho >= 0.8 over >= 3 levels",
+    "direction", low=0.8, min_points=3)
+
+#: Figure 1c's shape: test error rises with p.
+FIGURE1C_RISES = Published(
+    "test error grows with label corruption",
+    "monotone rise toward chance as p -> 1 (Figure 1c); genlab's threshold: Spearman rho >= 0.8 "
+    "over >= 3 levels", "direction", low=0.8, min_points=3)
+
+#: Section 2: networks reach ~100% training accuracy on random labels (Table 1: 99.34-100%).
+RANDOM_LABELS_FIT = Published(
+    "random labels are fitted", "~100% training accuracy (Table 1: >= 99.34%)", "at_least",
+    low=0.99)
+
+#: The reproduction's order in Figure 1a: random pixels and Gaussian inputs fit before random
+#: labels (8.8k and 11.9k steps vs 16.6k). Measured: how many of the two fit no slower.
+NOISE_INPUTS_FIRST = Published(
+    "random pixels and Gaussian inputs fit no slower than random labels",
+    "they converge before random labels (Figure 1a)", "at_least", low=2)
+
+# --- Bounds -------------------------------------------------------------------------------
+
+#: A bound is about one predictor: it must lie at or above that predictor's test error
+#: (measured: bound minus that error).
+BOUND_HOLDS = Published(
+    "the bound holds for the predictor it bounds",
+    "a valid bound is >= the test error of its own predictor", "at_least", low=0.0)
+
+
+def nonvacuous_true(num_classes: int) -> Published:
+    """True labels: the bound certifies something (below the error of guessing, 1 - 1/K)."""
+    chance = 1 - 1 / max(num_classes, 2)
+    return Published("non-vacuous for true labels (below the error of guessing)",
+                     f"non-vacuous: below chance error {chance:.3g} (Dziugaite & Roy 2017; "
+                     "Lotfi et al. 2022)", "range", low=0.0, high=chance - 1e-12)
+
+
+def certifies_nothing_random(num_classes: int) -> Published:
+    """Random labels: a valid bound can certify nothing (at or above 1 - 1/K)."""
+    chance = 1 - 1 / max(num_classes, 2)
+    return Published("certifies nothing for random labels (>= the error of guessing)",
+                     f"vacuous for random labels (Dziugaite & Roy 2017; Lotfi et al. 2022: "
+                     f"100%); genlab's rule: >= chance error {chance:.3g}", "at_least",
+                     low=chance)
+
+
+#: Dziugaite & Roy 2017: binary MNIST (labels > 4 vs <= 4), one hidden layer of 600 units,
+#: the 55,000-image training set (the protocol a genlab run must match to compare).
+DR_BINARY_MNIST = Published(
+    "Dziugaite-Roy bound for true labels",
+    f"~{DR_BINARY_MNIST_BOUND} on binary MNIST, MLP 600 (test error ~{DR_BINARY_MNIST_TEST_ERROR}"
+    "); genlab's tolerance +-0.05", "within", low=DR_BINARY_MNIST_BOUND, tolerance=0.05,
+    protocol=Protocol(datasets=("mnist-binary",), models=("mlp:600",), min_train=55000,
+                      note="binary MNIST, MLP 600, 55,000 images"))
+
+#: Lotfi et al. 2022: data-independent compression bounds, 10 classes, full training sets.
+#: genlab's bound agrees when it is at least as tight.
+LOTFI = {
+    name: Published(f"compression bound for true labels ({name})",
+                    f"Lotfi et al. 2022: {value:.1%} (data-independent prior, {k} classes, "
+                    f"{n:,} images); agrees when genlab's is at or below it", "at_most",
+                    high=value, protocol=Protocol(datasets=(name,), min_train=n,
+                                                  note=f"{name}, {k} classes, {n:,} images"))
+    for name, value, k, n in (("mnist", LOTFI_MNIST_BOUND, 10, 60000),
+                              ("fashion-mnist", LOTFI_FASHION_MNIST_BOUND, 10, 60000),
+                              ("cifar10", LOTFI_CIFAR10_BOUND, 10, 50000),
+                              ("cifar100", LOTFI_CIFAR100_BOUND, 100, 50000))
+}
+
+# --- Nagarajan & Kolter 2019 -------------------------------------------------------------
+
+#: S': every training point projected onto the other sphere, label flipped: ~100% error.
+UC_S_PRIME = Published("the network misclassifies nearly all of S' at every m",
+                       "S' error ~100% at every m; genlab's threshold: >= 90% at every m",
+                       "at_least", low=0.9)
+#: The direction of the test error with m (rank correlation of m and -error).
+UC_TEST_FALLS = Published("test error falls as m grows",
+                          "falls with m; genlab's threshold: Kendall tau(m, error) <= -0.8 "
+                          "(measured: -tau) over >= 3 sizes", "direction", low=0.8,
+                          min_points=3)
+#: The limit: test error -> 0 at the paper's scale (width 100k, m up to 65,536, margin 10).
+UC_TEST_TO_ZERO = Published(
+    "test error goes to ~0 at the largest m",
+    "-> 0 as m grows (width 100k, m = 65,536, margin 10); genlab's threshold: <= 5% at the "
+    "largest m", "at_most", high=0.05,
+    protocol=Protocol(min_train=65536, note="width 100k, m up to 65,536, margin 10"))
+UC_DIST_GROWS = Published("distance from initialization grows with m",
+                          "grows with m (MNIST); genlab's threshold: Kendall tau(m, distance) "
+                          ">= 0.8 over >= 3 sizes", "direction", low=0.8, min_points=3)
+
+# --- Section 5: kernels -------------------------------------------------------------------
+
+
+def kernel_claim(dataset: str, kernel: str, features: str, ridge: float) -> Published | None:
+    """The paper's test error for this kernel solve, with its protocol; None if it has none.
+
+    MNIST: 60,000 training images, the 10,000 test images; CIFAR10: 50,000 / 10,000.
+    genlab's tolerance: +-0.5 points on MNIST, +-2 points on CIFAR10.
+    """
+    if kernel != "gaussian":
+        return None
+    if dataset == "mnist" and features == "none":
+        value, tol, n, text = KERNEL_MNIST_ERROR, 0.005, 60000, (
+            f"{KERNEL_MNIST_ERROR:.1%} (wavelets {KERNEL_MNIST_WAVELET_ERROR:.1%})")
+    elif dataset == "cifar10" and features == "none":
+        value, tol, n, text = KERNEL_CIFAR10_PIXELS_ERROR, 0.02, 50000, (
+            f"{KERNEL_CIFAR10_PIXELS_ERROR:.0%}")
+    elif dataset == "cifar10" and features.startswith("random-conv:"):
+        value = KERNEL_CIFAR10_RANDOM_CONV_L2_ERROR if ridge else KERNEL_CIFAR10_RANDOM_CONV_ERROR
+        tol, n = 0.02, 50000
+        text = f"{value:.0%} ({KERNEL_CIFAR10_RANDOM_CONV_FILTERS:,} random filters)"
+    else:
+        return None
+    return Published("Gaussian-kernel test error", f"{text}; genlab's tolerance "
+                     f"+-{tol:.1%}", "within", low=value, tolerance=tol,
+                     protocol=Protocol(datasets=(dataset,), min_train=n, full_test=True,
+                                       note=f"{dataset}, {n:,} training images, the whole "
+                                            "test split"))

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from .experiments import Results, Section, get_experiment
+from .files import atomic_write
 from .results import load
 from .store import Store
 
@@ -23,7 +24,7 @@ body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0
 table{border-collapse:collapse;font-size:13px;margin:.5em 0 1.5em}
 th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
 th{background:#f3f3f3} td.l,th.l{text-align:left}
-.yes{color:#0a0;font-weight:bold}.no{color:#c00;font-weight:bold}
+.yes{color:#0a0;font-weight:bold}.no{color:#c00;font-weight:bold}.na{color:#777}
 figure{display:inline-block;margin:0 1em 1em 0} figcaption{font-size:13px;color:#555}
 img{max-width:100%} code,pre{background:#f6f6f6;padding:2px 4px}
 """
@@ -46,11 +47,7 @@ def write_report(out: str | Path) -> Path:
         parts.append(_section_html(Section("Runs"), "runs", {}, runs))
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>genlab report</title>"
             f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
-    path = out / "report.html"
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write(out / "report.html", page)
 
 
 def _section_html(sec: Section, name: str, args: dict, runs: pd.DataFrame) -> str:
@@ -65,15 +62,16 @@ def _section_html(sec: Section, name: str, args: dict, runs: pd.DataFrame) -> st
                  f"<figcaption>{html.escape(f.caption)} ({Path(f.png).name}, "
                  f"{Path(f.svg).name})</figcaption></figure>")
     if sec.claims:
-        h.append("<h3>The paper's claims beside genlab's measurements</h3><table><tr>"
-                 "<th class=l>claim</th><th class=l>paper</th><th class=l>genlab</th>"
-                 "<th>agrees</th></tr>")
+        h.append("<h3>The papers' claims beside genlab's measurements</h3><table><tr>"
+                 "<th class=l>claim</th><th class=l>published</th><th class=l>genlab</th>"
+                 "<th class=l>verdict</th><th class=l>why</th></tr>")
         for c in sec.claims:
-            mark = {True: "<span class=yes>yes</span>", False: "<span class=no>no</span>",
-                    None: "n/a"}[c.agrees]
+            css = {"agrees": "yes", "differs": "no"}.get(c.verdict, "na")
             h.append(f"<tr><td class=l>{html.escape(c.claim)}</td>"
                      f"<td class=l>{html.escape(c.paper)}</td>"
-                     f"<td class=l>{html.escape(c.measured)}</td><td>{mark}</td></tr>")
+                     f"<td class=l>{html.escape(c.measured)}</td>"
+                     f"<td class=l><span class={css}>{c.verdict}</span></td>"
+                     f"<td class=l>{html.escape(c.reason)}</td></tr>")
         h.append("</table>")
     for caption, table in sec.tables:
         h.append(f"<h3>{html.escape(caption)}</h3>{_table(table)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from safetensors.torch import load_file
 
 from .conditions import corruption_level
 from .errors import GenlabError
+from .files import atomic_write, owned_dir
 from .models import build_model
 from .spec import RunSpec
 from .store import Store
@@ -37,7 +39,10 @@ def runs_frame(rows: list[dict]) -> pd.DataFrame:
         flat.update(json.loads(r.get("extra") or "{}"))
         flat["spec"] = r["spec"]
         out.append(flat)
-    return pd.DataFrame(out)
+    df = pd.DataFrame(out)
+    if len(df):  # a run still training (or killed) has no reason and no results yet
+        df["reason"] = df["reason"].fillna("").astype(str)
+    return df
 
 
 def tasks_frame(rows: list[dict]) -> pd.DataFrame:
@@ -81,21 +86,15 @@ def export(out: str | Path, fmt: str, dest: str | Path | None = None) -> list[Pa
             f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     frames = {"runs": load(out), "curves": load(out, curves=True),
               "tasks": load(out, tasks=True)}
-    dest = Path(dest) if dest else Path(out) / "export"
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise GenlabError(f"cannot create export folder {dest}: {e.strerror or e}") from None
+    dest = owned_dir(Path(dest) if dest else Path(out) / "export")
+    writers = {"csv": lambda df, f: df.to_csv(f, index=False),
+               "parquet": lambda df, f: df.to_parquet(f, index=False),
+               "json": lambda df, f: f.write(df.to_json(orient="records", indent=1).encode())}
     paths = []
     for name, df in frames.items():
-        p = dest / f"{name}.{fmt}"
-        if fmt == "csv":
-            df.to_csv(p, index=False)
-        elif fmt == "parquet":
-            df.to_parquet(p, index=False)
-        else:
-            df.to_json(p, orient="records", indent=1)
-        paths.append(p)
+        buf = io.BytesIO()
+        writers[fmt](df, buf)
+        paths.append(atomic_write(dest / f"{name}.{fmt}", buf.getvalue()))
     return paths
 
 

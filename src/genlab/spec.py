@@ -57,21 +57,43 @@ class Recipe:
     compile: str = ""
 
     def validate(self) -> None:
+        """Raise a one-line :class:`GenlabError` unless every field has its type and range.
+
+        Numbers must be finite: ``lr=inf`` or ``weight_decay=inf`` would train a diverged run.
+        """
         checks = [
-            (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
-            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
-            (0 < self.lr_decay <= 1, f"lr decay must be in (0, 1], got {self.lr_decay}"),
-            (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
-            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
-            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
-            (self.max_steps >= 0, f"--max-steps must be >= 0, got {self.max_steps}"),
-            (self.decay_every >= 0, f"--decay-every must be >= 0, got {self.decay_every}"),
-            (0 <= self.target_train_acc <= 1,
-             f"--target must be in [0, 1] (0: never stop early), got {self.target_train_acc}"),
-            (self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}"),
-            (self.eval_steps >= 0, f"--eval-steps must be >= 0, got {self.eval_steps}"),
-            (self.target_margin >= 0 and math.isfinite(self.target_margin),
-             f"--target-margin must be a finite number >= 0, got {self.target_margin}"),
+            (_real(self.lr) and self.lr > 0, f"--lr must be a finite number > 0, got {self.lr!r}"),
+            (_real(self.momentum) and 0 <= self.momentum < 1,
+             f"momentum (--momentum) must be a number in [0, 1), got {self.momentum!r}"),
+            (_real(self.lr_decay) and 0 < self.lr_decay <= 1,
+             f"lr_decay (--lr-decay) must be a number in (0, 1], got {self.lr_decay!r}"),
+            (_real(self.weight_decay) and self.weight_decay >= 0,
+             f"weight_decay (--weight-decay) must be a finite number >= 0, got "
+             f"{self.weight_decay!r}"),
+            (_whole(self.batch_size) and self.batch_size >= 1,
+             f"batch_size (--batch-size) must be a whole number >= 1, got {self.batch_size!r}"),
+            (_whole(self.epochs) and self.epochs >= 1,
+             f"epochs (--epochs) must be a whole number >= 1, got {self.epochs!r}"),
+            (_whole(self.max_steps) and self.max_steps >= 0,
+             f"max_steps (--max-steps) must be a whole number >= 0 (0: no limit), got "
+             f"{self.max_steps!r}"),
+            (_whole(self.decay_every) and self.decay_every >= 0,
+             f"decay_every (--decay-every) must be a whole number >= 0 (0: every epoch), got "
+             f"{self.decay_every!r}"),
+            (_real(self.target_train_acc) and 0 <= self.target_train_acc <= 1,
+             f"target_train_acc (--target) must be a number in [0, 1] (0: never stop early), "
+             f"got {self.target_train_acc!r}"),
+            (_whole(self.eval_every) and self.eval_every >= 1,
+             f"eval_every must be a whole number >= 1, got {self.eval_every!r}"),
+            (_whole(self.eval_steps) and self.eval_steps >= 0,
+             f"eval_steps (--eval-steps) must be a whole number >= 0, got {self.eval_steps!r}"),
+            (isinstance(self.fast, bool), f"fast (--fast) must be True or False, got "
+                                          f"{self.fast!r}"),
+            (_real(self.target_margin) and self.target_margin >= 0,
+             f"--target-margin must be a finite number >= 0, got {self.target_margin!r}"),
+            (isinstance(self.compile, str),
+             f"compile (--compile) must be a torch.compile backend name, or '' for none, got "
+             f"{self.compile!r}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -82,9 +104,31 @@ class Recipe:
             check_backend(self.compile)
 
 
+def _real(v: Any) -> bool:
+    """A finite int or float (not a bool): what a numeric spec field may hold."""
+    return (isinstance(v, int | float) and not isinstance(v, bool)
+            and math.isfinite(v))
+
+
+def _whole(v: Any) -> bool:
+    """A Python int (not a bool): what a whole-number spec field may hold (JSON-serialisable,
+    so numpy integers are refused rather than failing when the spec is hashed)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+#: seeds go to torch.manual_seed and torch.Generator.manual_seed, which take [0, 2**64)
+SEED_LIMIT = 2**64
+
+
 #: recipe fields added after the first release: left out of the spec (and its hash) while at
 #: their defaults, so every earlier run keeps its hash
 RECIPE_OPTIONAL: dict[str, Any] = {"target_margin": 0.0, "compile": ""}
+
+
+#: run-spec fields added after the first release, left out of the spec (and its hash) while at
+#: their defaults, like :data:`RECIPE_OPTIONAL`
+SPEC_OPTIONAL: dict[str, Any] = {"preprocess": "normalize", "augment": "", "dropout": 0.0,
+                                 "model_id": ""}
 
 
 @dataclass(frozen=True)
@@ -108,11 +152,14 @@ class RunSpec:
     augment: str = ""
     #: dropout probability, for models with a place for it (alexnet-small)
     dropout: float = 0.0
+    #: a custom model's fingerprint (genlab.model_identity): what its factory builds, so that
+    #: editing the factory makes new runs; "" for genlab's own models (left out of the hash)
+    model_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         # the regularizer fields appear only when set, so runs without them keep their hashes
-        for k, default in (("preprocess", "normalize"), ("augment", ""), ("dropout", 0.0)):
+        for k, default in SPEC_OPTIONAL.items():
             if d[k] == default:
                 del d[k]
         for k, default in RECIPE_OPTIONAL.items():
@@ -144,14 +191,24 @@ class RunSpec:
         return dataclasses.replace(self, recipe=recipe, **rest)
 
     def validate(self) -> None:
-        if self.train_size < 0:
-            raise GenlabError(f"--train-size must be >= 0 (0 = whole split), got {self.train_size}")
-        if self.test_size < 0:
-            raise GenlabError(f"--test-size must be >= 0 (0 = whole split), got {self.test_size}")
-        if self.seed < 0:
-            raise GenlabError(f"--seeds must be >= 0, got {self.seed}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise GenlabError(f"--dropout must be in [0, 1), got {self.dropout}")
+        """Raise a one-line :class:`GenlabError` unless every field has its type and range."""
+        for name in ("dataset", "model", "condition", "preprocess", "augment", "model_id"):
+            if not isinstance(getattr(self, name), str):
+                raise GenlabError(f"{name} must be a string, got {getattr(self, name)!r}")
+        for name, flag in (("train_size", "--train-size"), ("test_size", "--test-size")):
+            v = getattr(self, name)
+            if not _whole(v):
+                raise GenlabError(f"{name} ({flag}) must be a whole number >= 0 (0 = whole "
+                                  f"split), got {v!r}")
+            if v < 0:
+                raise GenlabError(f"{flag} must be >= 0 (0 = whole split), got {v}")
+        if not (_whole(self.seed) and 0 <= self.seed < SEED_LIMIT):
+            raise GenlabError(f"seed (--seeds) must be a whole number from 0 to 2**64 - 1, got "
+                              f"{self.seed!r}")
+        if not (_real(self.dropout) and 0.0 <= self.dropout < 1.0):
+            raise GenlabError(f"--dropout must be in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.recipe, Recipe):
+            raise GenlabError(f"recipe must be a genlab.Recipe, got {type(self.recipe).__name__}")
         from .augment import parse_augment
         from .preprocess import check_preprocess
 

@@ -15,6 +15,7 @@ import json
 import os
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,11 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from .errors import GenlabError
+from .files import check_path
 
 DB_NAME = "genlab.sqlite"
 STORE_VERSION = 1
 #: A claimed run whose owner has not written a heartbeat for this long is taken over.
 STALE_AFTER_S = 600.0
+#: A training process renews its lease this often (seconds), from a thread, whatever its epochs
+#: or checkpoints take.
+HEARTBEAT_EVERY_S = 60.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -61,7 +66,15 @@ CREATE TABLE IF NOT EXISTS experiments (
 CREATE TABLE IF NOT EXISTS experiment_runs (
     experiment TEXT NOT NULL, hash TEXT NOT NULL, PRIMARY KEY (experiment, hash)
 );
+CREATE TABLE IF NOT EXISTS invocations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, experiment TEXT NOT NULL, args TEXT NOT NULL,
+    started REAL NOT NULL, versions TEXT
+);
 """
+
+#: ``PRAGMA application_id`` of every store genlab creates ("GNLB"): a SQLite file without it
+#: (and without a genlab store's tables) is someone else's, and genlab never writes to it.
+APPLICATION_ID = 0x474E4C42
 
 RESULT_COLUMNS = (
     "train_acc", "test_acc", "train_loss", "test_loss", "best_test_acc", "steps", "epochs",
@@ -87,32 +100,45 @@ class Store:
     @classmethod
     def create(cls, root: str | Path) -> Store:
         """Open ``root`` as a store, creating the folder and database if needed."""
-        root = Path(root)
+        root = check_path(root, "the output folder (--out)")
         if root.exists() and not root.is_dir():
             raise GenlabError(
                 f"output path {root} exists and is not a folder; choose another --out")
         try:
             root.mkdir(parents=True, exist_ok=True)
-            probe = root / f".write-test-{os.getpid()}"
-            probe.write_text("")
+            probe = root / f".write-test-{os.getpid()}-{time.monotonic_ns()}"
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                             | getattr(os, "O_NOFOLLOW", 0), 0o600))
             probe.unlink()
         except OSError as e:
             raise GenlabError(
                 f"cannot write to output folder {root}: {e.strerror or e}; choose a writable --out"
             ) from None
         store = cls(root)
-        if store.path.exists():
-            store._check_readable()
-        with store._connect() as db:
-            db.executescript(_SCHEMA)
-            db.execute("INSERT OR IGNORE INTO meta VALUES ('store_version', ?)",
-                       (str(STORE_VERSION),))
+        if store.path.is_symlink():
+            raise GenlabError(f"{store.path} is a symbolic link; genlab writes only a store it "
+                              "created: remove the link or choose another --out")
+        if store.path.exists() and store.path.stat().st_size > 0:
+            store._check_ours(for_writing=True)
+        try:
+            db = sqlite3.connect(store.path, timeout=60.0, isolation_level=None)
+            try:
+                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                _configure(db)
+                db.executescript(_SCHEMA)
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('store_version', ?)",
+                           (str(STORE_VERSION),))
+            finally:
+                db.close()
+        except sqlite3.Error as e:
+            raise GenlabError(f"cannot write the results store {store.path}: {e}; check the "
+                              "disk and permissions of --out") from None
         return store
 
     @classmethod
     def open(cls, root: str | Path) -> Store:
         """Open an existing genlab results folder, or raise a one-line error."""
-        root = Path(root)
+        root = check_path(root, "the results folder")
         store = cls(root)
         if not root.is_dir():
             raise GenlabError(f"{root} is not a folder; pass a genlab output folder (--out of run)")
@@ -120,21 +146,41 @@ class Store:
             raise GenlabError(
                 f"{root} is not a genlab results folder (no {DB_NAME}); pass the --out of a run"
             )
-        store._check_readable()
+        store._check_ours(for_writing=False)
         return store
 
-    def _check_readable(self) -> None:
+    def _check_ours(self, *, for_writing: bool) -> None:
+        """Refuse a SQLite file genlab did not create, before anything is changed in it.
+
+        It is read through a read-only connection: its application id must be genlab's, or
+        (a store of genlab 0.1.0, made before the mark) it must hold a genlab ``meta`` table.
+        """
+        what = "choose another --out" if for_writing else "pass the --out of a genlab run"
         try:
-            with self._connect() as db:
-                db.execute("SELECT value FROM meta WHERE key='store_version'").fetchone()
-        except sqlite3.DatabaseError as e:
-            raise GenlabError(f"{self.path} is not a readable genlab store ({e})") from None
+            db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                 timeout=60.0)
+            try:
+                app = db.execute("PRAGMA application_id").fetchone()[0]
+                legacy = app == 0 and db.execute(
+                    "SELECT value FROM meta WHERE key='store_version'").fetchone() is not None
+            finally:
+                db.close()
+        except sqlite3.DatabaseError:
+            app, legacy = None, False
+        if app != APPLICATION_ID and not legacy:
+            raise GenlabError(f"{self.path} is not a readable genlab store (a file genlab did "
+                              f"not create); genlab leaves it untouched: {what}")
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=60000")
+        # mode=rw: never create the database here, so a store deleted under a live run is not
+        # recreated empty by that run (Store.create is the one place that creates it)
+        try:
+            db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=rw", uri=True,
+                                 timeout=60.0, isolation_level=None)
+        except sqlite3.OperationalError as e:
+            raise GenlabError(f"cannot open the results store {self.path} ({e}); was the "
+                              "folder deleted? Run the command again to start it anew") from None
+        _configure(db)
         return db
 
     @contextmanager
@@ -146,26 +192,59 @@ class Store:
             db.execute("BEGIN IMMEDIATE")
             yield db
             db.execute("COMMIT")
+        except sqlite3.OperationalError as e:  # disk full, read-only file, store deleted
+            if db.in_transaction:
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # SQLite rolled back already; the original error is the one to report
+            raise GenlabError(f"cannot write the results store {self.path}: {e}; free space "
+                              "or fix the permissions of --out, then run the command again"
+                              ) from None
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # the original error is the one to report
             raise
         finally:
             db.close()
 
     # -- experiments --------------------------------------------------------------------------
-    def record_experiment(self, name: str, args: dict[str, Any], hashes: list[str]) -> None:
-        """Remember that experiment ``name`` (with ``args``) consists of the runs ``hashes``."""
+    def record_experiment(self, name: str, args: dict[str, Any], hashes: list[str],
+                          versions: dict[str, str] | None = None) -> None:
+        """Remember an invocation of experiment ``name`` (with ``args``) asking for ``hashes``.
+
+        An experiment's runs are those of all its invocations on this folder (seeds 0, then
+        seeds 1: the report shows both); ``experiments`` keeps the latest arguments and
+        ``invocations`` every invocation's.
+        """
+        text = json.dumps(args, sort_keys=True, default=str)
+        now = time.time()
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO experiments VALUES (?, ?, ?)",
-                       (name, json.dumps(args, sort_keys=True), time.time()))
-            db.execute("DELETE FROM experiment_runs WHERE experiment = ?", (name,))
-            db.executemany("INSERT INTO experiment_runs VALUES (?, ?)",
+            db.execute("INSERT OR REPLACE INTO experiments VALUES (?, ?, ?)", (name, text, now))
+            db.executemany("INSERT OR IGNORE INTO experiment_runs VALUES (?, ?)",
                            [(name, h) for h in hashes])
+            db.execute("INSERT INTO invocations (experiment, args, started, versions) "
+                       "VALUES (?, ?, ?, ?)", (name, text, now, json.dumps(versions or {})))
 
     def experiments(self) -> dict[str, dict[str, Any]]:
         with self._connect() as db:
             rows = db.execute("SELECT name, args FROM experiments ORDER BY updated").fetchall()
         return {name: json.loads(args) for name, args in rows}
+
+    def invocations(self, experiment: str | None = None) -> list[dict[str, Any]]:
+        """Every recorded invocation (oldest first): experiment, args, start time, versions."""
+        q, a = "SELECT experiment, args, started, versions FROM invocations", ()
+        if experiment is not None:
+            q, a = q + " WHERE experiment = ?", (experiment,)
+        with self._connect() as db:
+            if not db.execute("SELECT 1 FROM sqlite_master WHERE name='invocations'").fetchone():
+                return []  # a store written by genlab 0.1.0
+            rows = db.execute(q + " ORDER BY id", a).fetchall()
+        return [{"experiment": e, "args": json.loads(x), "started": t,
+                 "versions": json.loads(v or "{}")} for e, x, t, v in rows]
 
     # -- runs ---------------------------------------------------------------------------------
     def status(self, run_hash: str) -> str | None:
@@ -196,10 +275,41 @@ class Store:
             )
         return True
 
-    def heartbeat(self, run_hash: str) -> None:
+    def heartbeat(self, run_hash: str, *, table: str = "runs") -> None:
+        """Renew this process's lease on a claimed run (or task, ``table="tasks"``)."""
+        if table not in ("runs", "tasks"):
+            raise ValueError(f"table must be runs or tasks, got {table!r}")
         with self._tx() as db:
-            db.execute("UPDATE runs SET heartbeat = ? WHERE hash = ? AND owner = ?",
+            db.execute(f"UPDATE {table} SET heartbeat = ? WHERE hash = ? AND owner = ?",
                        (time.time(), run_hash, owner_id()))
+
+    @contextmanager
+    def lease(self, hashes: list[str], *, table: str = "runs",
+              every_s: float | None = None) -> Iterator[None]:
+        """Renew the lease on ``hashes`` from a background thread while the block runs.
+
+        A run is taken over by another process only when its heartbeat is older than
+        :data:`STALE_AFTER_S`; renewing by time (every :data:`HEARTBEAT_EVERY_S`), not at
+        checkpoints, keeps a live run with long epochs from being trained twice.
+        """
+        stop = threading.Event()
+        period = HEARTBEAT_EVERY_S if every_s is None else every_s
+
+        def beat() -> None:
+            while not stop.wait(period):
+                for h in hashes:
+                    try:
+                        self.heartbeat(h, table=table)
+                    except (sqlite3.Error, GenlabError):
+                        pass  # a missed beat is retried; the run itself reports real faults
+
+        thread = threading.Thread(target=beat, name="genlab-lease", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def finish(self, run_hash: str, *, status: str, reason: str, metrics: dict[str, Any],
                curves: list[dict[str, float]], device: str, versions: dict[str, str],
@@ -315,3 +425,9 @@ def _alive(owner: str | None, heartbeat: float | None, now: float) -> bool:
         except (PermissionError, ValueError):
             return True
     return True
+
+
+def _configure(db: sqlite3.Connection) -> None:
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA busy_timeout=60000")

@@ -39,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -76,13 +77,32 @@ def image_transform(size: int) -> Callable[[Any], torch.Tensor]:
 
 
 def _load_rgb(path: str) -> Any:
+    """The image file ``path`` as an RGB PIL image, or a one-line GenlabError naming it.
+
+    An image larger than ``PIL.Image.MAX_IMAGE_PIXELS`` (PIL warns, and refuses beyond twice
+    that, as a possible decompression bomb) is refused before its pixels are decoded, with no
+    warning printed; so is a truncated or corrupt file, whatever the decoder raises.
+    """
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return im.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise GenlabError(f"refusing image {path}: {_one_line(e)}; remove or shrink it") from None
     except OSError as e:
-        raise GenlabError(f"cannot read image {path}: {e}") from None
+        reason = e.strerror or _one_line(e)
+        raise GenlabError(f"cannot read image {path}: {reason}; remove or replace the file"
+                          ) from None
+    except Exception as e:  # a crafted file can make a decoder fail in almost any way
+        raise GenlabError(f"cannot read image {path} ({type(e).__name__}: {_one_line(e)}); "
+                          "remove or replace the file") from None
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
 
 
 class TreeFolder(ImageFolder):
@@ -97,8 +117,14 @@ class TreeFolder(ImageFolder):
     def __init__(self, root: str | Path, size: int, classes: Sequence[str] | None = None):
         self.given = list(classes) if classes is not None else None
         self.size = int(size)
-        super().__init__(str(root), transform=image_transform(size), loader=_load_rgb,
-                         allow_empty=True)
+        try:
+            super().__init__(str(root), transform=image_transform(size), loader=_load_rgb,
+                             allow_empty=True)
+        except OSError as e:  # a folder that cannot be listed (permissions, a name too long)
+            reason = e.strerror or _one_line(e)
+            where = e.filename or root
+            raise GenlabError(f"cannot list the images in {where}: {reason}; check the "
+                              "ImageFolder tree in --data-dir") from None
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         found = sorted(e.name for e in os.scandir(directory) if e.is_dir())

@@ -27,7 +27,7 @@ from .executors import (
     run_ray,
 )
 from .experiments import Experiment, Options, Task, TaskContext, get_experiment
-from .models import build_model
+from .model_identity import identify, retarget_tasks
 from .preprocess import output_shape
 from .results import load
 from .runner import versions
@@ -63,22 +63,29 @@ def plan(name: str, options: Options | None = None, *, data_dir: str | Path | No
     for s in specs:
         s.validate()
     shapes = {}
-    for key in {(s.dataset, s.train_size, s.test_size, s.seed) for s in specs}:
+    # in the grid's order (not a set's), so the same bad input always gives the same error
+    for key in dict.fromkeys((s.dataset, s.train_size, s.test_size, s.seed) for s in specs):
         d = load_dataset(key[0], data_dir=data_dir, train_size=key[1], test_size=key[2],
                          seed=key[3], download=download)
         shapes[key[0]] = (d.input_shape, d.num_classes)
-    for model, dataset, pre, dropout in {(s.model, s.dataset, s.preprocess, s.dropout)
-                                         for s in specs}:
+    # every model is built once and probed with one forward pass (genlab.models.check_model);
+    # a custom model's fingerprint joins its specs (RunSpec.model_id, genlab.model_identity)
+    ids = {}
+    for key in dict.fromkeys((s.model, s.dataset, s.preprocess, s.dropout) for s in specs):
+        model, dataset, pre, dropout = key
         shape, k = shapes[dataset]
-        build_model(model, output_shape(pre, shape), k, dropout=dropout)
-    return Plan(exp, o, specs, tasks)
+        ids[key] = identify(model, output_shape(pre, shape), k, dropout)
+    identified = [s.replace(model_id=ids[(s.model, s.dataset, s.preprocess, s.dropout)])
+                  for s in specs]
+    tasks = retarget_tasks(tasks, specs, identified)
+    return Plan(exp, o, identified, tasks)
 
 
 def run_plan(p: Plan, out: str | Path, *, device: str = "auto",
              data_dir: str | Path | None = None, download: bool = False, quiet: bool = False,
              checkpoint_every_s: float = 30.0, workers: int = 1, executor: str = "local",
              ray_address: str | None = None, gpus_per_run: float = 1.0,
-             batched: str = "auto") -> pd.DataFrame:
+             batched: str = "off") -> pd.DataFrame:
     """Train every run of ``p`` not yet in the store at ``out``; return the experiment's runs.
 
     ``workers``: processes for the runs; 0 picks one per core on the CPU (one thread each).
@@ -86,8 +93,10 @@ def run_plan(p: Plan, out: str | Path, *, device: str = "auto",
     ``package.module:factory``), not ones registered interactively, hence the default of 1.
     ``executor="ray"`` runs one Ray task per run instead (see :mod:`genlab.executors`).
     ``batched``: with one local process, train groups of same-shaped MLPs and CNNs as one
-    stacked model (:mod:`genlab.stacked`): ``on``, ``off``, or ``auto`` (time a few steps
-    both ways, take the faster); each group's choice is printed.
+    stacked model (:mod:`genlab.stacked`): ``on``, ``auto`` (time a few steps both ways, take
+    the faster; each group's choice is printed), or ``off`` (the default: in float32 a stack
+    matches one-by-one training only to rounding, so a run's numbers would depend on how it
+    was scheduled; each result records ``batched``).
     """
     from . import distributed
 
@@ -100,9 +109,11 @@ def run_plan(p: Plan, out: str | Path, *, device: str = "auto",
         require_ray()  # before anything is written
     store = Store.create(out)
     hashes = list(dict.fromkeys([s.hash for s in p.specs] + [t.hash for t in p.tasks]))
-    store.record_experiment(p.experiment.name, p.options.to_dict(), hashes)
+    store.record_experiment(p.experiment.name, p.options.to_dict(), hashes, versions())
     specs = list({s.hash: s for s in p.specs}.values())
-    n_workers = workers if workers else default_workers(device, len(specs))
+    # never more processes than runs left to train: a one-run sweep trains in this process
+    todo = sum(store.status(s.hash) not in ("done", "diverged") for s in specs)
+    n_workers = max(1, min(workers if workers else default_workers(device, todo), todo))
     if executor == "ray":
         _say(quiet, f"{len(specs)} runs as Ray tasks")
     elif len(specs) > 1:
@@ -144,7 +155,8 @@ def run_tasks(tasks: list[Task], store: Store, ctx: TaskContext, quiet: bool) ->
             continue
         t0 = time.perf_counter()
         try:
-            result = task.fn(task.params, ctx)
+            with store.lease([task.hash], table="tasks"):
+                result = task.fn(task.params, ctx)
         except KeyboardInterrupt:
             store.finish_task(task.hash, status="error", reason="interrupted", result={},
                               versions=versions(), wall_time_s=time.perf_counter() - t0)

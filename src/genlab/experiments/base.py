@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..claims import Claim
 from ..conditions import canonical_condition
 from ..errors import GenlabError
 from ..spec import Recipe, RunSpec
@@ -151,16 +152,6 @@ class Figure:
     png: str
     svg: str
     caption: str
-
-
-@dataclass
-class Claim:
-    """A published finding beside genlab's measurement of it."""
-
-    claim: str
-    paper: str
-    measured: str
-    agrees: bool | None  # None when the run cannot decide (e.g. too few runs)
 
 
 @dataclass

@@ -171,18 +171,32 @@ def _task_rows(results: Results) -> pd.DataFrame:
     return df
 
 
+#: Each bound and the predictor it is about: the error it bounds is that predictor's test
+#: error, not the trained network's (the posterior Q is stochastic; the compression bound is
+#: about the decoded, quantized subspace network).
+BOUND_PREDICTORS = {
+    "vc_bound": ("the trained network", "test_error"),
+    "dr_bound": ("the posterior Q (stochastic network, mean over draws)", "dr_test_error_Q"),
+    "compression_bound": ("the decoded quantized subspace network", "comp_test_error"),
+}
+
+
 def bound_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, bound): the bound beside the test error of the predictor it bounds."""
     rows = []
     for _, r in df.iterrows():
-        chance = 1 - 1 / float(r.get("num_classes", 2) or 2)
+        k = int(r.get("num_classes", 2) or 2)
         for b in BOUNDS:
             if b in r and pd.notna(r[b]):
+                who, col = BOUND_PREDICTORS[b]
+                err = r.get(col)
+                err = float(err) if err is not None and pd.notna(err) else float("nan")
                 rows.append({"model": r["model"], "condition": r["condition"],
                              "seed": r["seed"], "bound": b, "value": r[b],
-                             "test_error": r["test_error"],
-                             "vacuous (>=1)": bool(r[b] >= 1.0),
-                             "trivial (>= chance)": bool(r[b] >= chance),
-                             "holds": bool(r[b] >= r["test_error"])})
+                             "bounds the error of": who, "its test error": err,
+                             "verdict": bound_status(float(r[b]), k),
+                             "holds (bound >= its test error)":
+                                 bool(r[b] >= err) if np.isfinite(err) else None})
     return pd.DataFrame(rows)
 
 
@@ -204,13 +218,43 @@ def tau_table(df: pd.DataFrame) -> pd.DataFrame:
                 if hps else np.nan)
         rises = np.nan
         dc = d.dropna(subset=["corruption"])  # conditions like shuffled-pixels have no level
-        if dc["corruption"].nunique() > 1:
+        levels = int(dc["corruption"].nunique())
+        if levels > 1:
             rises = kendall_tau(dc["corruption"].astype(float).tolist(),
                                 dc[col].astype(float).tolist())
+        # with two points every Kendall tau is +-1: a sign, not evidence (tau_caveat says so)
         rows.append({"measure": meas, "kendall_tau_gap": tau, "granulated_tau": gran,
+                     "points": len(d), "corruption_levels": levels,
                      "tau_with_corruption": rises,
                      "rises_with_corruption": bool(rises > 0) if pd.notna(rises) else None})
     return pd.DataFrame(rows)
+
+
+#: The fewest points (runs, corruption levels) at which a rank correlation can say anything:
+#: with two, every Kendall tau is exactly +-1.
+MIN_TAU_POINTS = 3
+
+
+def tau_caveat(tt: pd.DataFrame) -> str:
+    """What the rank correlations of ``tau_table`` cannot say with so few points ("" if none)."""
+    if tt.empty:
+        return ""
+    few, levels = int(tt["points"].min()), int(tt["corruption_levels"].max())
+    if few >= MIN_TAU_POINTS and levels >= MIN_TAU_POINTS:
+        return ""
+    return (f"Only {few} runs and {levels} corruption levels: with two points every Kendall tau "
+            "is exactly +-1, so these correlations are signs, not evidence; run at least "
+            f"{MIN_TAU_POINTS} levels (--corruptions) to rank the measures.")
+
+
+def bound_status(bound: float, num_classes: int) -> str:
+    """``vacuous`` (>= 1: says nothing), ``trivial`` (>= 1 - 1/K, the error of guessing:
+    certifies nothing a coin could not) or ``non-vacuous``. One vocabulary for every report."""
+    if not bound < 1.0:
+        return "vacuous (>= 1)"
+    if bound >= 1 - 1 / max(int(num_classes), 2):
+        return f"trivial (>= chance error {1 - 1 / max(int(num_classes), 2):.3g})"
+    return "non-vacuous"
 
 
 BOUND_LABELS = {"vc_bound": "VC bound", "dr_bound": "Dziugaite-Roy PAC-Bayes",
@@ -365,29 +409,62 @@ def report(results: Results, outdir: Path) -> Section:
     tt = tau_table(df)
     if not tt.empty:
         sec.tables.append(("Rank correlation of each measure with the generalization gap", tt))
+        caveat = tau_caveat(tt)
+        if caveat:
+            sec.notes.append(caveat)
         rising = tt[tt["rises_with_corruption"] == True]["measure"].tolist()  # noqa: E712
         flat = tt[tt["rises_with_corruption"] == False]["measure"].tolist()  # noqa: E712
         sec.notes.append("Measures that rise with label corruption: "
                          f"{', '.join(rising) or 'none'}; that do not: "
                          f"{', '.join(flat) or 'none'}.")
     sec.figures = _figures(df, tt, outdir)
+    sec.claims = _claims(df)
+    return sec
+
+
+def _claims(df: pd.DataFrame) -> list[Claim]:
+    """Each bound judged on the error of the predictor it bounds (genlab.paper's claims)."""
+    claims = []
     true = df[df["condition"] == "true"]
     rand = df[df["condition"].isin(["random-labels", "corrupt:1.0", "corrupt:1"])]
-    if "dr_bound" in df and len(true) and len(rand):
-        t, rr = float(true["dr_bound"].min()), float(rand["dr_bound"].min())
-        sec.claims.append(Claim("Dziugaite-Roy bound: non-vacuous for true labels, vacuous for "
-                                "random labels",
-                                f"binary MNIST: ~{paper.DR_BINARY_MNIST_BOUND} (test error "
-                                f"~{paper.DR_BINARY_MNIST_TEST_ERROR}); random labels vacuous",
-                                f"true {t:.3f}, random {rr:.3f}", bool(t < 0.5 and rr >= 0.5)))
-    base = str(df["dataset"].iloc[0]).removesuffix("-binary")
-    if "compression_bound" in df and base in LOTFI_DATASETS:
-        ref = getattr(paper, f"LOTFI_{LOTFI_DATASETS[base]}_BOUND")
-        t = float(true["compression_bound"].min()) if len(true) else float("nan")
-        sec.claims.append(Claim(f"compression bound on {df['dataset'].iloc[0]}",
-                                f"Lotfi et al. 2022 {base}: {ref:.1%} (10 classes, full data)",
-                                f"genlab true labels: {t:.1%}", None))
-    return sec
+    dataset = str(df["dataset"].iloc[0])
+    models = sorted(set(df["model"]))
+    n = int(df["m"].min()) if "m" in df else None
+    k = int(df["num_classes"].max()) if "num_classes" in df else 2
+    for b in BOUNDS:
+        if b not in df or df[b].isna().all():
+            continue
+        name, (who, col) = BOUND_LABELS[b], BOUND_PREDICTORS[b]
+        for _, r in df[df[b].notna()].iterrows():
+            err = r.get(col)
+            if err is None or pd.isna(err):
+                continue
+            claims.append(paper.BOUND_HOLDS.judge(
+                float(r[b]) - float(err), f"bound {r[b]:.3f} vs {float(err):.3f}, the test "
+                f"error of {who}", claim=f"{name} ({r['condition']}, seed {r['seed']}): "
+                f"{paper.BOUND_HOLDS.claim}"))
+        if len(true):
+            t = float(true[b].min())
+            claims.append(paper.nonvacuous_true(k).judge(
+                t, f"{t:.3f} ({bound_status(t, k)})", claim=f"{name}: "
+                f"{paper.nonvacuous_true(k).claim}"))
+        if len(rand):
+            rr = float(rand[b].min())
+            claims.append(paper.certifies_nothing_random(k).judge(
+                rr, f"{rr:.3f} ({bound_status(rr, k)})",
+                claim=f"{name}: {paper.certifies_nothing_random(k).claim}"))
+    if "dr_bound" in df and len(true) and true["dr_bound"].notna().any():
+        t = float(true["dr_bound"].min())
+        claims.append(paper.DR_BINARY_MNIST.judge(
+            t, f"{t:.3f} on {dataset}", dataset=dataset, models=models, n_train=n))
+    base = dataset.removesuffix("-binary")
+    if "compression_bound" in df and base in LOTFI_DATASETS and len(true) \
+            and true["compression_bound"].notna().any():
+        published = paper.LOTFI[base]
+        t = float(true["compression_bound"].min())
+        claims.append(published.judge(t, f"{t:.1%} on {dataset} ({k} classes, {n} images)",
+                                      dataset=dataset, n_train=n))
+    return claims
 
 
 register_experiment(Experiment(
@@ -405,40 +482,42 @@ def measure_checkpoint(path: str | Path, dataset: str | None = None, model: str 
     The file's metadata holds the run spec (data set, subset, condition, model, seed), from which
     the data and the initialization are rebuilt; ``dataset`` / ``model`` override or, for a file
     without a spec, supply them (then the reference initialization is a fresh seed-0 network).
-    Tensors only are read (safetensors); nothing is unpickled.
+    Tensors only are read (safetensors); nothing is unpickled. The spec is checked field by
+    field, and a model named by the file must be a registered name or family: the file never
+    chooses code to import (a ``package.module:factory`` model only when ``model`` names it).
+    Any bad file or spec raises a one-line GenlabError before data is loaded.
     """
     import torch
-    from safetensors import SafetensorError, safe_open
 
-    from ..models import build_model
+    from ..conditions import canonical_condition
+    from ..datasets import _is_file
+    from ..models import build_model, resolve_model
     from ..runner import prepare
 
     p = Path(path)
-    if not p.is_file():
+    if not _is_file(p):
         raise GenlabError(f"no such checkpoint file: {p}")
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise GenlabError(f"{p} is not a safetensors file: {str(e).splitlines()[0]}") from e
+    meta, tensors = _read_weights(p)
     if "model.0.weight" not in tensors and any(k.startswith("model.") for k in tensors):
         tensors = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    spec = None
-    if "spec" in meta:
-        try:
-            spec = RunSpec.from_dict(json.loads(meta["spec"]))
-        except (ValueError, TypeError) as e:
-            raise GenlabError(f"{p}: unreadable spec in metadata: {e}") from e
+    spec = _spec_from_metadata(meta["spec"], p) if "spec" in meta else None
     if spec is None:
         if not dataset or not model:
             raise GenlabError(f"{p} has no genlab spec in its metadata: pass --dataset and --model")
         spec = RunSpec(dataset=dataset, model=model)
+    elif model is None:
+        _check_model_from_file(spec.model, p)
     changes = {k: v for k, v in (("dataset", dataset), ("model", model),
                                  ("train_size", train_size), ("test_size", test_size))
                if v is not None}
     spec = spec.replace(**changes) if changes else spec
-    spec.validate()
+    try:
+        spec.validate()
+        canonical_condition(spec.condition)
+    except (TypeError, ValueError) as e:  # a value the checks cannot even compare
+        raise GenlabError(f"{p}: bad run spec ({_one_line(e)}); pass a weights file written "
+                          "by genlab") from e
+    resolve_model(spec.model)  # an unknown name is refused here, before the data is loaded
     prep = prepare(spec, "cpu", data_dir=data_dir, download=download)
     shape, k = prep.data.input_shape, prep.data.num_classes
     torch.manual_seed(spec.seed)
@@ -446,9 +525,9 @@ def measure_checkpoint(path: str | Path, dataset: str | None = None, model: str 
     net = build_model(spec.model, shape, k)
     try:
         net.load_state_dict(tensors)
-    except RuntimeError as e:
+    except (RuntimeError, TypeError, ValueError) as e:
         raise GenlabError(f"{p} does not fit model {spec.model} on {spec.dataset}: "
-                          f"{str(e).splitlines()[0]}") from e
+                          f"{_first_line(e)}") from e
     res = measure_model(net.eval(), init.eval(), prep.x_train, prep.y_train, prep.x_test,
                         prep.y_test, params=params or {}, seed=spec.seed)
     if "spec" not in meta:
@@ -457,3 +536,109 @@ def measure_checkpoint(path: str | Path, dataset: str | None = None, model: str 
     res.update(dataset=spec.dataset, model=spec.model, condition=spec.condition,
                train_size=spec.train_size, seed=spec.seed)
     return res
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln for ln in str(e).splitlines() if ln.strip()]
+    return _one_line(lines[0]) if lines else type(e).__name__
+
+
+def _read_weights(p: Path) -> tuple[dict[str, str], dict[str, Any]]:
+    """(metadata, tensors) of safetensors file ``p``; anything unreadable is a GenlabError."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except OSError as e:
+        raise GenlabError(f"cannot read {p}: {e.strerror or _first_line(e)}") from e
+    except Exception as e:  # safetensors reports a bad header, dtype or length in many ways
+        raise GenlabError(f"{p} is not a safetensors file: {_first_line(e)}") from e
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise GenlabError(f"{p} is not a genlab weights file: its metadata is not text")
+    return meta, tensors
+
+
+#: what each annotated field type of RunSpec / Recipe may hold in the JSON spec
+_JSON_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float),
+                                            "bool": (bool,), "None": (type(None),)}
+_JSON_NAMES = {"str": "a string", "int": "an integer", "float": "a number",
+               "bool": "true or false", "None": "null"}
+
+
+def _check_fields(d: dict[str, Any], cls: type, where: str, p: Path) -> None:
+    """Every key of ``d`` is a field of dataclass ``cls``, of its type; the required ones are
+    there. ``where``: how the message names ``d`` (``spec`` or ``spec recipe``)."""
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    redo = "pass a weights file written by genlab (OUT/models/HASH.safetensors)"
+    unknown = sorted(set(d) - set(fields) - ({"spec_version"} if cls is RunSpec else set()))
+    if unknown:
+        raise GenlabError(f"{p}: unknown field(s) {', '.join(map(repr, unknown))} in the {where} "
+                          f"in its metadata; known: {', '.join(fields)}; {redo}")
+    missing = [n for n, f in fields.items() if n not in d and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise GenlabError(f"{p}: the {where} in its metadata lacks {', '.join(missing)}; {redo}")
+    for name, value in d.items():
+        if name == "spec_version":
+            ok, want = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        elif name == "recipe" and cls is RunSpec:
+            ok, want = isinstance(value, dict), "an object"
+        else:
+            f = fields[name]
+            tname = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+            parts = [t.strip() for t in tname.split("|")]  # e.g. "str | None"
+            kinds = tuple(k for t in parts for k in _JSON_TYPES.get(t, ()))
+            if not kinds or len(parts) > len([t for t in parts if t in _JSON_TYPES]):
+                kinds += (type(f.default),)  # a type JSON does not name: as its default
+            ok = isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))
+            want = " or ".join(_JSON_NAMES.get(t, f"a {t}") for t in parts)
+        if not ok:
+            shown = json.dumps(value)
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise GenlabError(f"{p}: {where} field {name!r} should be {want}, found {shown}; "
+                              f"{redo}")
+
+
+def _spec_from_metadata(text: str, p: Path) -> RunSpec:
+    """The RunSpec in a weights file's ``spec`` metadata, checked field by field."""
+    from ..spec import Recipe
+
+    redo = "pass a weights file written by genlab (OUT/models/HASH.safetensors)"
+    try:
+        d = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise GenlabError(f"{p}: the spec in its metadata is not JSON ({_first_line(e)}); "
+                          f"{redo}") from None
+    if not isinstance(d, dict):
+        raise GenlabError(f"{p}: the spec in its metadata should be a JSON object, found "
+                          f"{type(d).__name__}; {redo}")
+    _check_fields(d, RunSpec, "spec", p)
+    _check_fields(d.get("recipe", {}), Recipe, "spec recipe", p)
+    try:
+        return RunSpec.from_dict(d)
+    except (TypeError, ValueError) as e:
+        raise GenlabError(f"{p}: unreadable spec in its metadata ({_first_line(e)}); {redo}"
+                          ) from e
+
+
+def _check_model_from_file(name: str, p: Path) -> None:
+    """Refuse a model named by a weights file unless it is a registered name or family:
+    ``package.module:factory`` would import whatever module the file says."""
+    from ..models import list_models
+
+    known = list_models()
+    families = {k.removesuffix(":...") for k in known if k.endswith(":...")}
+    prefix, sep, _ = name.partition(":")
+    if name in known or not sep or prefix in families:
+        return
+    raise GenlabError(f"{p} names model {name!r}, code genlab would import from {prefix!r}; a "
+                      f"weights file cannot choose code to import: pass --model {name} to run it "
+                      "(or a registered model)")

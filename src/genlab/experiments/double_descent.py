@@ -36,7 +36,7 @@ from .base import (
 from .kernels import as_list, check_dataset, flag, load_data, number
 
 EXTRA = {
-    "widths": [4, 8, 16, 24, 32, 64, 128, 512],  # hidden units of the mlp:W runs ([] = none)
+    "widths": [4, 8, 16, 24, 32, 64, 128, 512],  # hidden units of the mlp:W runs (>= 1 each)
     "rf_points": 200,  # training points n of the random-features sweep
     "rf_features": None,  # list of p; default: 0.1n .. 10n with p = n
     "rf_activation": "relu",
@@ -53,9 +53,23 @@ RF_MULTIPLES = (0.1, 0.25, 0.5, 0.7, 0.85, 0.95, 1.0, 1.05, 1.2, 1.5, 2, 3, 5, 1
 
 
 def widths_of(o: Options) -> list[int]:
-    return [number("widths", w, lo=1, integer=True) for w in
-            (o.extra["widths"] if isinstance(o.extra["widths"], list)
-             else [o.extra["widths"]])]
+    """The hidden widths W of the mlp:W runs: one or more whole numbers >= 1."""
+    given = o.extra["widths"]
+    items = given if isinstance(given, list) else [given]
+    if not items:
+        raise GenlabError("--set widths= needs at least one hidden width (a whole number >= 1), "
+                          "e.g. --set widths=[8,64,512]; got []")
+    return [number("widths", w, lo=1, integer=True) for w in items]
+
+
+def check_extra(o: Options) -> None:
+    """Refuse a bad --set value with one line, whichever part of the experiment it is for."""
+    widths_of(o)
+    flag("random_features", o.extra["random_features"])
+    rf_features_of(o)  # checks rf_points too
+    act = o.extra["rf_activation"]
+    if not isinstance(act, str) or act not in ("relu", "tanh"):
+        raise GenlabError(f"--set rf_activation= must be relu or tanh, got {act!r}")
 
 
 def rf_features_of(o: Options) -> list[int]:
@@ -69,6 +83,7 @@ def rf_features_of(o: Options) -> list[int]:
 
 def grid(o: Options) -> list[RunSpec]:
     check_dataset(o.dataset)
+    check_extra(o)
     recipe = o.recipe()
     return [RunSpec(dataset=o.dataset, model=f"mlp:{w}", condition=c, train_size=o.train_size,
                     test_size=o.test_size, seed=s, recipe=recipe)
@@ -79,9 +94,8 @@ def tasks(o: Options) -> list[Task]:
     dataset = check_dataset(o.dataset)
     if not flag("random_features", o.extra["random_features"]):
         return []
+    check_extra(o)
     act = o.extra["rf_activation"]
-    if act not in ("relu", "tanh"):
-        raise GenlabError(f"--set rf_activation= must be relu or tanh, got {act!r}")
     feats = rf_features_of(o)
     n = int(o.extra["rf_points"])
     return [Task("random-features", {"dataset": dataset, "train_size": n,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -78,14 +79,31 @@ def has_dropout(model: str) -> bool:
     return _takes_dropout(resolve_model(model))
 
 
+def check_extra(o: Options) -> tuple[int, str]:
+    """The --set image_size and loader values, checked: a one-line GenlabError if bad."""
+    from ..imagenet import DEFAULT_SIZE, MAX_SIZE
+
+    loader = o.extra.get("loader", "auto")
+    if not isinstance(loader, str) or loader not in LOADERS:
+        raise GenlabError(f"--set loader={loader!r}: choose one of {', '.join(LOADERS)}")
+    size = o.extra.get("image_size", DEFAULT_SIZE)
+    if (isinstance(size, bool) or not isinstance(size, int | float) or not math.isfinite(size)
+            or not float(size).is_integer() or not 8 <= size <= MAX_SIZE):
+        raise GenlabError(f"--set image_size= must be a whole number of pixels from 8 to "
+                          f"{MAX_SIZE} (default {DEFAULT_SIZE}), got {size!r}")
+    size = int(size)
+    if o.dataset != "imagefolder" and (size != DEFAULT_SIZE or loader != "auto"):
+        raise GenlabError(f"--set image_size= and --set loader= apply to --dataset imagefolder, "
+                          f"not {o.dataset!r}; drop them, or use --dataset imagefolder")
+    return size, loader
+
+
 def _dataset(o: Options) -> str:
     from ..imagenet import imagefolder_name
 
-    loader = o.extra.get("loader", "auto")
-    if loader not in LOADERS:
-        raise GenlabError(f"--set loader={loader!r}: choose one of {', '.join(LOADERS)}")
+    size, loader = check_extra(o)
     if o.dataset == "imagefolder":
-        return imagefolder_name(int(o.extra.get("image_size", 299)), stream=loader == "stream")
+        return imagefolder_name(size, stream=loader == "stream")
     return o.dataset
 
 
@@ -101,6 +119,7 @@ def row_spec(o: Options, model: str, seed: int, row: tuple) -> RunSpec:
 
 
 def grid(o: Options) -> list[RunSpec]:
+    check_extra(o)  # also when there are no models or seeds
     return [row_spec(o, m, s, r) for m in o.models for s in o.seeds for r in ROWS]
 
 

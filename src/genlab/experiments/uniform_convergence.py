@@ -25,11 +25,12 @@ from typing import Any
 
 import pandas as pd
 
+from .. import paper
 from ..errors import GenlabError
+from ..measures import kendall_tau
 from ..plots import new_figure, save_figure
 from ..spec import RunSpec
 from .base import (
-    Claim,
     Experiment,
     Figure,
     Options,
@@ -210,21 +211,19 @@ def report(results: Results, outdir: Path) -> Section:
                      "units, m up to 65536 and margin 10 on 99% of points (--set scale=paper).")
     sec.tables.append(("Errors and bounds vs m", df))
     worst = float(df["s_prime_error"].min())
-    sec.claims.append(Claim("the network misclassifies nearly all of S' at every m",
-                            "S' error ~100% at every m", f"lowest S' error {worst:.1%}",
-                            bool(worst > 0.9)))
+    sec.claims.append(paper.UC_S_PRIME.judge(worst, f"lowest S' error {worst:.1%}"))
     g = df.groupby("m")["test_error"].mean()
-    if len(g) >= 2:
-        tau = pd.Series(g.index).corr(pd.Series(g.values), method="kendall")
-        sec.claims.append(Claim("test error falls as m grows", "test error -> 0 as m grows",
-                                f"{g.iloc[0]:.1%} at m={g.index[0]} -> {g.iloc[-1]:.1%} at "
-                                f"m={g.index[-1]} (Kendall tau {tau:.2f})",
-                                bool(g.iloc[-1] < g.iloc[0] and tau < 0)))
-        dist = df.groupby("m")["dist_from_init"].mean()
-        sec.claims.append(Claim("distance from initialization grows with m",
-                                "grows with m (MNIST)",
-                                f"{dist.iloc[0]:.3g} -> {dist.iloc[-1]:.3g}",
-                                bool(dist.iloc[-1] > dist.iloc[0])))
+    dist = df.groupby("m")["dist_from_init"].mean()
+    tau = kendall_tau(list(g.index), list(g.values)) if len(g) >= 2 else float("nan")
+    sec.claims.append(paper.UC_TEST_FALLS.judge(
+        -tau, f"{g.iloc[0]:.1%} at m={g.index[0]} -> {g.iloc[-1]:.1%} at m={g.index[-1]} "
+        f"(Kendall tau {tau:.2f}, {len(g)} sizes)", points=len(g)))
+    sec.claims.append(paper.UC_TEST_TO_ZERO.judge(
+        float(g.iloc[-1]), f"{g.iloc[-1]:.1%} at m={g.index[-1]}", n_train=int(g.index[-1])))
+    tau_d = kendall_tau(list(dist.index), list(dist.values)) if len(dist) >= 2 else float("nan")
+    sec.claims.append(paper.UC_DIST_GROWS.judge(
+        tau_d, f"{dist.iloc[0]:.3g} -> {dist.iloc[-1]:.3g} (Kendall tau {tau_d:.2f})",
+        points=len(dist)))
     return sec
 
 
