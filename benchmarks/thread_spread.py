@@ -5,7 +5,7 @@ run's numbers do not depend on how it was scheduled. This script shows what that
 the same specs with genlab's trainer at 1 and at N threads, side by side in one process, and
 prints the steps to fit, final losses and accuracies of each, and their spread.
 
-    python benchmarks/thread_spread.py                        # the demo's specs on digits
+    python benchmarks/thread_spread.py                        # MLP 1x512 on digits
     python benchmarks/thread_spread.py --threads 1,2 --conditions true,random-labels
 """
 
