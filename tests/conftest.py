@@ -23,3 +23,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture
+def isolated_data(monkeypatch, tmp_path):
+    """No GENLAB_DATA, a private download cache, no Debian folder, an empty in-process cache."""
+    from genlab import datasets
+
+    monkeypatch.delenv("GENLAB_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.setattr(datasets, "_debian_fashion_mnist_dirs", lambda: ())
+    datasets.clear_cache()
+    yield
+    datasets.clear_cache()

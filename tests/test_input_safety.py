@@ -30,15 +30,7 @@ from genlab.errors import GenlabError
 LONG = "x" * 300  # one path component longer than any file system allows (255)
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    """No GENLAB_DATA, a private download cache, no Debian folder, an empty in-process cache."""
-    monkeypatch.delenv("GENLAB_DATA", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    monkeypatch.setattr(datasets, "_debian_fashion_mnist_dirs", lambda: ())
-    datasets.clear_cache()
-    yield
-    datasets.clear_cache()
+pytestmark = pytest.mark.usefixtures("isolated_data")
 
 
 def one_line(err: pytest.ExceptionInfo) -> str:

@@ -12,7 +12,7 @@ import pandas as pd
 from .errors import GenlabError
 from .experiments import Options, get_experiment
 from .spec import RunSpec
-from .sweep import Plan, plan, run_plan
+from .sweep import Plan, check_specs, plan, run_plan
 
 
 def run(experiment: str | RunSpec | Sequence[RunSpec] = "figure1", out: str | Path = "genlab-runs",
@@ -38,21 +38,8 @@ def run(experiment: str | RunSpec | Sequence[RunSpec] = "figure1", out: str | Pa
         if options:
             raise GenlabError("options apply to named experiments; put them in the RunSpecs")
         specs = [experiment] if isinstance(experiment, RunSpec) else list(experiment)
-        p = Plan(get_experiment("grid"), Options(), [_checked(s, data_dir, download)
-                                                     for s in specs])
+        p = Plan(get_experiment("grid"), Options(),
+                 check_specs(specs, data_dir=data_dir, download=download))
     return run_plan(p, out, device=device, data_dir=data_dir, download=download, quiet=quiet,
                     workers=workers)
 
-
-def _checked(spec: RunSpec, data_dir: str | Path | None, download: bool) -> RunSpec:
-    """``spec`` validated, its model probed, and (for a custom model) its model_id filled in,
-    as :func:`genlab.sweep.plan` does for an experiment's grid."""
-    from .datasets import load_dataset
-    from .model_identity import identify
-    from .preprocess import output_shape
-
-    spec.validate()
-    d = load_dataset(spec.dataset, data_dir=data_dir, train_size=spec.train_size,
-                     test_size=spec.test_size, seed=spec.seed, download=download)
-    shape = output_shape(spec.preprocess, d.input_shape)
-    return spec.replace(model_id=identify(spec.model, shape, d.num_classes, spec.dropout))

@@ -60,6 +60,15 @@ def plan(name: str, options: Options | None = None, *, data_dir: str | Path | No
     o.recipe().validate()
     specs = exp.grid(o)
     tasks = exp.tasks(o) if exp.tasks else []
+    identified = check_specs(specs, data_dir=data_dir, download=download)
+    tasks = retarget_tasks(tasks, specs, identified)
+    return Plan(exp, o, identified, tasks)
+
+
+def check_specs(specs: list[RunSpec], *, data_dir: str | Path | None = None,
+                download: bool = False) -> list[RunSpec]:
+    """``specs`` validated, each data set loaded and each model probed once, with every custom
+    model's fingerprint filled in (``RunSpec.model_id``); raises a one-line GenlabError."""
     for s in specs:
         s.validate()
     shapes = {}
@@ -75,10 +84,8 @@ def plan(name: str, options: Options | None = None, *, data_dir: str | Path | No
         model, dataset, pre, dropout = key
         shape, k = shapes[dataset]
         ids[key] = identify(model, output_shape(pre, shape), k, dropout)
-    identified = [s.replace(model_id=ids[(s.model, s.dataset, s.preprocess, s.dropout)])
-                  for s in specs]
-    tasks = retarget_tasks(tasks, specs, identified)
-    return Plan(exp, o, identified, tasks)
+    return [s.replace(model_id=ids[(s.model, s.dataset, s.preprocess, s.dropout)])
+            for s in specs]
 
 
 def run_plan(p: Plan, out: str | Path, *, device: str = "auto",
