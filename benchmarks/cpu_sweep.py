@@ -5,8 +5,8 @@ subset, same recipe, same epochs, train and test evaluated after every epoch):
 
   plain       six sequential runs of the plain torchvision/DataLoader idiom
               (``benchmarks/cpu_trainer.py``'s ``run_plain``)
-  sequential  six sequential runs of genlab's trainer (``genlab.train.train``)
-  batched     the six models stacked and trained at once (``genlab.batched.train_batched``)
+  sequential  six sequential runs of genlab's trainer (``genlab.training.loop.train``)
+  batched     the six models stacked and trained at once (``genlab.training.batched.train_batched``)
 
 Prints a markdown table, the ratios against the plain sweep, and the command.
 
@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 
 import genlab
-from genlab.batched import train_batched
-from genlab.runner import prepare
-from genlab.train import train
+from genlab.training.batched import train_batched
+from genlab.execution.prepare import prepare
+from genlab.training.loop import train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cpu_trainer import cpu_model, run_plain  # noqa: E402
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test-size", type=int, default=2000)
     ap.add_argument("--epochs", type=int, default=3)
     args = ap.parse_args(argv)
-    from genlab.conditions import canonical_condition
+    from genlab.data.conditions import canonical_condition
 
     ss = [s.replace(condition=canonical_condition(s.condition))
           for s in specs(args.train_size, args.test_size, args.epochs)]

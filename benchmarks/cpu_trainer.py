@@ -4,7 +4,7 @@ Both sides train the same MLP 1x512 (same initial weights) on the same real Fash
 with the same recipe (SGD lr 0.01, momentum 0.9, batch 128, lr x0.95 per epoch, no early stop)
 for the same number of epochs, and evaluate train and test accuracy after every epoch:
 
-  genlab  ``genlab.train.train`` on the normalised tensors made by ``genlab.runner.prepare``.
+  genlab  ``genlab.training.loop.train`` on the normalised tensors made by ``genlab.execution.prepare.prepare``.
   plain   what a typical torchvision training script does: a ``Dataset`` over the uint8 images
           returning PIL images through ``Compose([ToTensor(), Normalize(mean, std)])`` per
           sample, ``DataLoader(batch_size=128, shuffle=True)`` (num_workers=0, the default), a
@@ -17,7 +17,7 @@ timed; both timings include the per-epoch evaluation.
 
     python benchmarks/cpu_trainer.py                      # defaults: 10000/2000, 3 epochs, 3x
     python benchmarks/cpu_trainer.py --threads 1 --json bench.json
-    python benchmarks/cpu_trainer.py --profile            # also profile genlab.train.train
+    python benchmarks/cpu_trainer.py --profile            # also profile genlab.training.loop.train
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 
 import genlab
-import genlab.train as genlab_train
-from genlab.runner import prepare
+import genlab.training.loop as genlab_train
+from genlab.execution.prepare import prepare
 
 log = logging.getLogger("cpu_trainer")
 
@@ -160,7 +160,7 @@ def make_spec(train_size: int, test_size: int, epochs: int, seed: int) -> genlab
 
 @contextlib.contextmanager
 def timed_evaluate(acc: list[float]) -> Iterator[None]:
-    """Time genlab's evaluation by wrapping ``genlab.train.evaluate`` (if it still exists)."""
+    """Time genlab's evaluation by wrapping ``genlab.training.loop.evaluate`` (if it still exists)."""
     original = getattr(genlab_train, "evaluate", None)
     if original is None:
         yield
@@ -284,7 +284,7 @@ def profile_genlab(prep, spec: genlab.RunSpec, top: int) -> str:
     genlab_train.train(model, prep.x_train, prep.y_train, prep.x_test, prep.y_test, spec.recipe,
                        seed=spec.seed)
     prof.disable()
-    out.write("## cProfile of genlab.train.train (tottime)\n\n")
+    out.write("## cProfile of genlab.training.loop.train (tottime)\n\n")
     pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
 
     from torch.profiler import ProfilerActivity, profile
@@ -294,7 +294,7 @@ def profile_genlab(prep, spec: genlab.RunSpec, top: int) -> str:
     with profile(activities=[ProfilerActivity.CPU]) as tprof:
         genlab_train.train(model, prep.x_train, prep.y_train, prep.x_test, prep.y_test,
                            spec.recipe, seed=spec.seed)
-    out.write("\n## torch.profiler of genlab.train.train (self CPU time)\n\n")
+    out.write("\n## torch.profiler of genlab.training.loop.train (self CPU time)\n\n")
     out.write(tprof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top))
     return out.getvalue()
 

@@ -1,6 +1,6 @@
 """How much a run's numbers move with the CPU thread count, when nothing fixes it.
 
-genlab trains every CPU run with one intra-op thread (genlab.runner.TRAINING_THREADS), so a
+genlab trains every CPU run with one intra-op thread (genlab.execution.execute.TRAINING_THREADS), so a
 run's numbers do not depend on how it was scheduled. This script shows what that buys: it trains
 the same specs with genlab's trainer at 1 and at N threads, side by side in one process, and
 prints the steps to fit, final losses and accuracies of each, and their spread.
@@ -22,8 +22,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 import torch  # noqa: E402
 
 import genlab  # noqa: E402
-from genlab.runner import build_run_model, prepare  # noqa: E402
-from genlab.train import train  # noqa: E402
+from genlab.execution.prepare import build_run_model, prepare  # noqa: E402
+from genlab.training.loop import train  # noqa: E402
 
 
 def main() -> None:

@@ -28,11 +28,12 @@ def one_thread():
 @pytest.fixture
 def isolated_data(monkeypatch, tmp_path):
     """No GENLAB_DATA, a private download cache, no Debian folder, an empty in-process cache."""
-    from genlab import datasets
+    from genlab.data import registry as datasets
+    from genlab.data.sources import idx
 
     monkeypatch.delenv("GENLAB_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    monkeypatch.setattr(datasets, "_debian_fashion_mnist_dirs", lambda: ())
+    monkeypatch.setattr(idx, "debian_fashion_mnist_dirs", lambda: ())
     datasets.clear_cache()
     yield
     datasets.clear_cache()

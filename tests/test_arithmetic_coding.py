@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from genlab.arithmetic_coding import (
+from genlab.capacity.arithmetic_coding import (
     ArithmeticCode,
     BitReader,
     BitWriter,
@@ -17,8 +17,8 @@ from genlab.arithmetic_coding import (
     read_elias_gamma,
     write_elias_gamma,
 )
-from genlab.bounds import elias_gamma_bits
-from genlab.compression import code_length
+from genlab.capacity.bounds import elias_gamma_bits
+from genlab.capacity.compression import code_length
 from genlab.errors import GenlabError
 
 

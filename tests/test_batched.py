@@ -5,10 +5,11 @@ import torch
 
 import genlab
 from genlab import Recipe, build_model
-from genlab.batched import StackedMLP, train_batched
-from genlab.runner import prepare
+from genlab.execution.prepare import prepare
 from genlab.spec import RunSpec
-from genlab.train import train
+from genlab.training.batched import train_batched
+from genlab.training.loop import train
+from genlab.training.stacked import stack_models
 
 CONDITIONS = ["true", "corrupt:0.4", "random-labels", "shuffled-pixels"]
 
@@ -62,7 +63,7 @@ def test_stacked_forward_matches_each_model():
     torch.manual_seed(0)
     models = [build_model("mlp:16x8", (1, 4, 4), 3) for _ in range(3)]
     x = torch.randn(3, 5, 1, 4, 4)
-    out = StackedMLP(models)(x)
+    out = stack_models(models)(x)
     for k, m in enumerate(models):
         torch.testing.assert_close(out[k], m(x[k]))
 
@@ -145,7 +146,7 @@ def _assert_same_runs(singles, batched, models, fresh):
     ("inception-small", (1, 15, 15), 2, (0.0, 1.0, 0.4)),
 ])
 def test_batched_cnns_equal_one_by_one(name, shape, epochs, targets, one_thread):
-    from genlab.augment import make_augment
+    from genlab.data.augment import make_augment
 
     recipes = [Recipe(lr=0.05, batch_size=8, epochs=epochs, lr_decay=0.9,
                       target_train_acc=targets[0]),
@@ -176,7 +177,7 @@ def test_batched_cnns_equal_one_by_one(name, shape, epochs, targets, one_thread)
                                         ("inception-small", (3, 15, 15)),
                                         ("inception-small-nobn", (1, 16, 16))])
 def test_stacked_cnn_forward_matches_each_model_and_keeps_them_apart(name, shape):
-    from genlab.stacked import stack_models
+    from genlab.training.stacked import stack_models
 
     models = []
     for seed in range(3):
@@ -205,8 +206,8 @@ def test_stacked_cnn_forward_matches_each_model_and_keeps_them_apart(name, shape
 
 def test_lrn_runs_per_model():
     """LRN with its 9-channel window at the boundary of two models' channel blocks."""
-    from genlab.cnn import TFLocalResponseNorm
-    from genlab.stacked import stack_models
+    from genlab.models.cnn import TFLocalResponseNorm
+    from genlab.training.stacked import stack_models
 
     class Net(torch.nn.Sequential):
         def __init__(self):
@@ -229,7 +230,7 @@ def test_lrn_runs_per_model():
                                  torch.nn.Flatten(), torch.nn.Linear(8, 2)), "padding_mode"),
 ])
 def test_unstackable_models_are_refused_by_name(build, match):
-    from genlab.stacked import stack_models
+    from genlab.training.stacked import stack_models
 
     with pytest.raises(genlab.GenlabError, match=match):
         stack_models([build(), build()])
@@ -274,7 +275,7 @@ def test_sweep_stacks_cnn_groups_and_says_so(tmp_path, capsys):
 
 def test_prepare_stacked_holds_the_runs_data_once():
     from genlab.errors import GenlabError
-    from genlab.executors import STACKED_FIELDS, prepare_stacked
+    from genlab.execution.prepare import STACKED_FIELDS, prepare_stacked
 
     specs = [RunSpec("digits", "mlp:32", c, train_size=80, test_size=40, seed=1)
              for c in ("true", "random-labels", "shuffled-pixels")]
@@ -293,8 +294,8 @@ def test_prepare_stacked_holds_the_runs_data_once():
 
 
 def test_executor_groups_only_runs_it_can_stack(tmp_path):
-    from genlab.executors import batch_groups
-    from genlab.store import Store
+    from genlab.execution.executors.stacked import batch_groups
+    from genlab.execution.store import Store
 
     store = Store.create(tmp_path / "out")
     base = [RunSpec("digits", "mlp:32", c, train_size=64, seed=s)
@@ -307,7 +308,7 @@ def test_executor_groups_only_runs_it_can_stack(tmp_path):
 
 
 def test_auto_stacks_runs_that_stop_early_only_when_stacking_wins_by_enough():
-    from genlab.sweep import EARLY_STOP_SHARE, stacking_pays
+    from genlab.execution.executors.stacked import EARLY_STOP_SHARE, stacking_pays
 
     fit = [RunSpec("digits", "mlp:32", c, recipe=Recipe(target_train_acc=1.0))
            for c in ("true", "random-labels")]

@@ -15,8 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from genlab import measures as M
-from genlab import pacbayes as PB
+from genlab.capacity import measures as M
+from genlab.capacity import pacbayes as PB
 
 # --- independent helpers --------------------------------------------------------------------------
 
@@ -80,7 +80,7 @@ def _diag_gauss_kl(mu_q, var_q, mu_p, lam) -> float:
 
 def _mlp_pair(seed: int = 0, shift: float = 0.3):
     """A genlab mlp:8 at initialization and a 'trained' copy moved away from it."""
-    from genlab.models import build_model
+    from genlab.models.registry import build_model
 
     torch.manual_seed(seed)
     init = build_model("mlp:8", (1, 1, 4), 2)
@@ -438,8 +438,8 @@ def test_all_measures_fft_norms_reach_the_spectral_product():
 def test_compression_bound_wiring_by_hand():
     import base64
 
-    from genlab.compression import compression_bound, decode_quantized
-    from genlab.models import build_model
+    from genlab.capacity.compression import compression_bound, decode_quantized
+    from genlab.models.registry import build_model
 
     torch.manual_seed(0)
     init = build_model("mlp:4", (1, 1, 5), 2)
@@ -495,7 +495,7 @@ def test_compression_bound_wiring_by_hand():
 
 
 def test_kron_projection_is_the_kronecker_product():
-    from genlab.compression import KronProjection
+    from genlab.capacity.compression import KronProjection
 
     D, d = 37, 7
     P = KronProjection(D, d, seed=3)

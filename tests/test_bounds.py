@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from genlab import bounds as B
+from genlab.capacity import bounds as B
 from genlab.errors import GenlabError
 
 # --- binary kl ------------------------------------------------------------------------------------
@@ -299,7 +299,7 @@ def test_compression_helpers():
 def test_encoded_quantized_model_hand_computed_and_decodes():
     import numpy as np
 
-    from genlab.compression import code_length, decode_quantized, encode_quantized
+    from genlab.capacity.compression import code_length, decode_quantized, encode_quantized
 
     # d = 8 symbols with counts [4, 2, 2, 0] over L = 4 levels, by hand:
     # Elias gamma(8) = 7 + gamma(4) = 5 bits; counts 4 * ceil(log2 9) = 16; codebook 4 * 32;
@@ -346,8 +346,13 @@ def test_compression_bound_is_charged_for_the_emitted_decodable_code():
 
     import numpy as np
 
-    from genlab.compression import SubspaceModel, _error, compression_bound, decode_quantized
-    from genlab.models import build_model
+    from genlab.capacity.compression import (
+        SubspaceModel,
+        _error,
+        compression_bound,
+        decode_quantized,
+    )
+    from genlab.models.registry import build_model
 
     torch.manual_seed(0)
     init = build_model("mlp:8", (1, 1, 6), 2)

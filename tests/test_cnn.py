@@ -5,7 +5,7 @@ from torch import nn
 
 import genlab
 from genlab import GenlabError, build_model, count_parameters
-from genlab.cnn import AlexNetSmall, MaxPool2dSame, TFLocalResponseNorm, tf_same_pads
+from genlab.models.cnn import AlexNetSmall, MaxPool2dSame, TFLocalResponseNorm, tf_same_pads
 
 CNNS = ["alexnet-small", "inception-small", "inception-small-nobn"]
 
@@ -120,7 +120,7 @@ def test_alexnet_dropout_is_optional_and_keeps_the_parameters():
 
 
 def test_alexnet_is_a_chain_the_measures_can_walk():
-    from genlab.measures import linear_layers
+    from genlab.capacity.layers import linear_layers
 
     layers = linear_layers(build_model("alexnet-small", (3, 28, 28), 10), (3, 28, 28))
     assert [lay.name for lay in layers] == ["conv1", "conv2", "fc1", "fc2", "fc3"]

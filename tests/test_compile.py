@@ -9,9 +9,9 @@ from torch import nn
 
 import genlab
 from genlab import Recipe
-from genlab.compiled import clear_compile_cache, compile_stats
 from genlab.spec import RunSpec
-from genlab.train import train
+from genlab.training.compiled import clear_compile_cache, compile_stats
+from genlab.training.loop import train
 
 
 def _net(seed: int, side: int = 6) -> nn.Module:

@@ -4,7 +4,7 @@ import torch
 from scipy import stats
 
 from genlab import GenlabError, apply_condition
-from genlab.conditions import canonical_condition, corruption_level
+from genlab.data.conditions import canonical_condition, corruption_level
 
 
 def test_true_changes_nothing(digits_small):

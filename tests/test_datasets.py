@@ -1,4 +1,4 @@
-"""Tests for genlab.datasets: loaders, readers, the restricted unpickler and subsetting."""
+"""Tests for genlab.data.registry: loaders, readers, the restricted unpickler and subsetting."""
 
 from __future__ import annotations
 
@@ -14,11 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from genlab import datasets
-from genlab.datasets import Dataset, load_dataset, read_idx, stratified_indices, subset
+from genlab.data import locations
+from genlab.data import registry as datasets
+from genlab.data.registry import Dataset, load_dataset, stratified_indices, subset
+from genlab.data.sources import idx, packaged
+from genlab.data.sources.idx import read_idx
 from genlab.errors import GenlabError
 
-_REAL_DEBIAN_DIRS = datasets._debian_fashion_mnist_dirs
+_REAL_DEBIAN_DIRS = locations.debian_fashion_mnist_dirs
 
 
 pytestmark = pytest.mark.usefixtures("isolated_data")
@@ -167,10 +170,10 @@ def test_register_custom_loader(monkeypatch: pytest.MonkeyPatch):
     def loader(data_dir, download):
         calls.append((data_dir, download))
         x = torch.zeros(4, 1, 2, 2)
-        return datasets._build("tiny", x, torch.tensor([0, 1, 0, 1]), x, torch.tensor([0, 1, 0, 1]),
+        return datasets.build_dataset("tiny", x, torch.tensor([0, 1, 0, 1]), x, torch.tensor([0, 1, 0, 1]),
                                ["a", "b"], "test")
 
-    monkeypatch.setitem(datasets._REGISTRY, "tiny", datasets._Entry(loader, "tiny one"))
+    datasets.register_dataset("tiny", loader, "tiny one")
     load_dataset("tiny", data_dir="/nowhere", download=True)
     load_dataset("tiny", data_dir="/nowhere", train_size=2)
     assert calls == [(Path("/nowhere"), True)]  # second load came from the cache
@@ -377,7 +380,7 @@ def test_missing_fashion_mnist_names_every_folder(tmp_path: Path):
 
 def test_debian_folder_is_searched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     make_idx_set(tmp_path / "deb", gz=True)
-    monkeypatch.setattr(datasets, "_debian_fashion_mnist_dirs", lambda: (tmp_path / "deb",))
+    monkeypatch.setattr(idx, "debian_fashion_mnist_dirs", lambda: (tmp_path / "deb",))
     assert str(tmp_path / "deb") in load_dataset("fashion-mnist").source
     with pytest.raises(GenlabError, match="MNIST not found"):  # only Fashion-MNIST looks there
         load_dataset("mnist")
@@ -417,7 +420,7 @@ def test_download_failure_is_one_line(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_real_fashion_mnist_from_debian_package(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(datasets, "_debian_fashion_mnist_dirs", _REAL_DEBIAN_DIRS)
+    monkeypatch.setattr(idx, "debian_fashion_mnist_dirs", _REAL_DEBIAN_DIRS)
     dirs = [d for d in _REAL_DEBIAN_DIRS() if (d / "train-images-idx3-ubyte.gz").is_file()]
     if not dirs:
         pytest.skip("Debian package dataset-fashion-mnist is not installed")
@@ -637,7 +640,7 @@ def test_mnist1d_is_generated_offline_without_touching_global_rng(tmp_path: Path
                                                                  monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(tmp_path)  # the package's get_dataset would write a pickle here
     # The defaults give 4000 / 1000; generate a fifth of that to keep the test fast.
-    assert (datasets.MNIST1D_NUM_SAMPLES, datasets.MNIST1D_TRAIN_SPLIT) == (5000, 0.8)
+    assert (packaged.MNIST1D_NUM_SAMPLES, packaged.MNIST1D_TRAIN_SPLIT) == (5000, 0.8)
     monkeypatch.setattr(datasets, "MNIST1D_NUM_SAMPLES", 1000)
     np.random.seed(123)
     random.seed(123)
@@ -654,7 +657,7 @@ def test_name_families_register_on_first_use():
     """Names outside the import-time registrations (hyperspheres-d7, imagefolder-40-stream)
     resolve on first use, as in a spawned worker process that never saw them registered."""
     for name in ("hyperspheres-d7", "imagefolder-40-stream"):
-        datasets._REGISTRY.pop(name, None)
+        datasets.DATASETS.remove(name)
         assert name not in datasets.list_datasets()
     data = datasets.load_dataset("hyperspheres-d7", train_size=8, test_size=4)
     assert data.input_shape[-1] == 7 and data.num_classes == 2

@@ -84,10 +84,10 @@ def test_two_gloo_processes_train_table2(dist_run):
 
 def _assert_same_seeded_random_labels(stderr: str, tree) -> None:
     """Every run's labels hash equal on both ranks; random-label runs carry the seeded labels."""
-    from genlab.conditions import apply_condition
-    from genlab.datasets import load_dataset
-    from genlab.distributed import labels_digest
-    from genlab.imagenet import imagefolder_name
+    from genlab.data.conditions import apply_condition
+    from genlab.data.registry import load_dataset
+    from genlab.data.sources.imagefolder import imagefolder_name
+    from genlab.execution.executors.torchrun import labels_digest
 
     seen = _digests(stderr)
     assert len(seen) == 6
@@ -148,9 +148,9 @@ def test_two_gloo_processes_stream_the_tree_from_disk(dist_run):
 
 
 def test_imagefolder_errors(tmp_path):
+    from genlab.data.sources.imagefolder import imagefolder_name, load_imagefolder
     from genlab.errors import GenlabError
-    from genlab.imagenet import imagefolder_name, load_imagefolder
-    from genlab.models import build_model
+    from genlab.models.registry import build_model
 
     with pytest.raises(GenlabError, match="needs --data-dir"):
         load_imagefolder(None)

@@ -79,7 +79,7 @@ def test_bounds_report_html_has_figures(bounds_out):
 def test_normalized_measures_scale_and_rising_measure():
     import pandas as pd
 
-    from genlab.experiments.bounds import normalized_measures
+    from genlab.experiments.bound_sweep import normalized_measures
 
     df = pd.DataFrame({"model": ["m"] * 4, "seed": [0, 1, 0, 1], "condition": ["true"] * 2
                        + ["random-labels"] * 2, "corruption": [0.0, 0.0, 1.0, 1.0],
@@ -145,7 +145,7 @@ def test_uniform_convergence_end_to_end(tmp_path):
 
 
 def test_hyperspheres_and_s_prime():
-    from genlab.hyperspheres import flip_to_other_sphere, sample_hyperspheres
+    from genlab.data.sources.hyperspheres import flip_to_other_sphere, sample_hyperspheres
 
     x, y = sample_hyperspheres(200, 1000, seed=3)
     norms = x.double().norm(dim=1)
@@ -176,7 +176,7 @@ def test_binary_wrapper():
 
 
 def test_code_length_hand_computed():
-    from genlab.compression import code_length
+    from genlab.capacity.compression import code_length
 
     # 8 symbols, counts [4, 2, 2, 0] over L=4 levels:
     # ideal = 4*1 + 2*2 + 2*2 = 12 bits -> arithmetic coder <= 12 + 2 = 14 bits
@@ -196,7 +196,7 @@ def test_code_length_hand_computed():
 
 
 def test_kron_projection_reconstructible():
-    from genlab.compression import KronProjection
+    from genlab.capacity.compression import KronProjection
 
     z = torch.randn(20)
     a, b = KronProjection(1000, 20, seed=5), KronProjection(1000, 20, seed=5)
@@ -205,9 +205,9 @@ def test_kron_projection_reconstructible():
 
 
 def test_pacbayes_certification_uses_many_samples_and_both_deltas():
+    from genlab.capacity.pacbayes import StochasticMLP, certify
     from genlab.errors import GenlabError
-    from genlab.models import build_model
-    from genlab.pacbayes import StochasticMLP, certify
+    from genlab.models.registry import build_model
 
     torch.manual_seed(0)
     init = build_model("mlp:8", (1, 1, 4), 2)
@@ -226,7 +226,7 @@ def test_pacbayes_certification_uses_many_samples_and_both_deltas():
 def test_bounds_figures_with_seeds_models_and_non_label_conditions(tmp_path):
     import pandas as pd
 
-    from genlab.experiments.bounds import _figures, normalized_measures, tau_table
+    from genlab.experiments.bound_sweep import _figures, normalized_measures, tau_table
 
     rows = []
     for model in ("mlp:8", "mlp:16"):
@@ -257,11 +257,11 @@ def test_uc_task_scores_s_prime_with_projected_points_and_flipped_labels(tmp_pat
     not 0 and differs from the training error."""
     from safetensors.torch import save_file
 
+    from genlab.execution.store import Store
     from genlab.experiments.base import TaskContext
     from genlab.experiments.uniform_convergence import uc_task
-    from genlab.models import build_model
+    from genlab.models.registry import build_model
     from genlab.spec import Recipe, RunSpec
-    from genlab.store import Store
 
     m, n_test, k = 32, 400, 64  # k hidden units read k evenly spaced directions
     data = genlab.load_dataset("hyperspheres-d2", train_size=m, test_size=n_test, seed=3)

@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genlab import datasets
-from genlab.datasets import load_dataset, read_idx
+from genlab.data import registry as datasets
+from genlab.data.registry import load_dataset
+from genlab.data.sources.idx import read_idx
 from genlab.errors import GenlabError
 
 LONG = "x" * 300  # one path component longer than any file system allows (255)
@@ -266,11 +267,10 @@ def image_tree(root: Path) -> Path:
 @pytest.fixture(scope="module", autouse=True)
 def _torchvision_imported():
     """Import torchvision (for the ImageFolder tests) once, outside any one test's time."""
-    import genlab.streaming  # noqa: F401
 
 
 def load_tree(root: Path, stream: bool):
-    from genlab.imagenet import imagefolder_name
+    from genlab.data.sources.imagefolder import imagefolder_name
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -316,7 +316,7 @@ def test_corrupt_image_file_is_refused(tmp_path: Path, content: str):
 
 
 def test_imagefolder_trees_without_classes_or_images(tmp_path: Path):
-    from genlab.imagenet import load_imagefolder
+    from genlab.data.sources.imagefolder import load_imagefolder
 
     root = tmp_path / "t"
     (root / "train").mkdir(parents=True)
@@ -340,7 +340,7 @@ def test_imagefolder_trees_without_classes_or_images(tmp_path: Path):
 
 
 def test_bad_image_sizes_and_memory_limits(monkeypatch):
-    from genlab.imagenet import MAX_SIZE, memory_limit_gb
+    from genlab.data.sources.imagefolder import MAX_SIZE, memory_limit_gb
 
     for name in ("imagefolder-99999", "imagefolder-" + "9" * 5000):
         with pytest.raises(GenlabError, match=f"from 8 to {MAX_SIZE}"):
@@ -355,7 +355,7 @@ def test_absurd_hypersphere_dimensions_are_refused():
     for name in ("hyperspheres-d1000000", "hyperspheres-d" + "9" * 5000):
         with pytest.raises(GenlabError, match="too large"):
             load_dataset(name)
-    from genlab.hyperspheres import register_hyperspheres
+    from genlab.data.sources.hyperspheres import register_hyperspheres
 
     for bad in (2.5, float("inf"), float("nan"), "7", True):
         with pytest.raises(GenlabError, match="integer >= 2"):
@@ -467,7 +467,7 @@ def weights_file(path: Path, spec: object = None, *, raw_spec: str | None = None
     """An mlp:WIDTH state dict for 8x8 digits, with ``spec`` (JSON) as its metadata."""
     from safetensors.torch import save_file
 
-    from genlab.models import build_model
+    from genlab.models.registry import build_model
 
     net = build_model(f"mlp:{width}", (1, 8, 8), 10)
     meta = None
@@ -488,7 +488,7 @@ def good_spec(**changes) -> dict:
 
 
 def measure(path: Path, **kw):
-    from genlab.experiments.bounds import measure_checkpoint
+    from genlab.experiments.bound_sweep import measure_checkpoint
 
     return measure_checkpoint(path, params=NO_BOUNDS, **kw)
 
@@ -522,12 +522,12 @@ BAD_SPECS = {
 
 @pytest.mark.parametrize("case", list(BAD_SPECS))
 def test_malformed_spec_metadata_is_refused(tmp_path: Path, case: str, monkeypatch):
-    from genlab.experiments import bounds  # noqa: F401  (imports genlab.runner's prepare)
+    from genlab.experiments import bound_sweep as bounds  # noqa: F401  (imports genlab.runner's prepare)
 
     def no_data(*a, **k):
         raise AssertionError("the data set was loaded before the spec was checked")
 
-    monkeypatch.setattr("genlab.runner.prepare", no_data)
+    monkeypatch.setattr("genlab.execution.prepare.prepare", no_data)
     raw, expected = BAD_SPECS[case]
     path = weights_file(tmp_path / "w.safetensors", raw_spec=raw)
     with pytest.raises(GenlabError) as err:
@@ -556,7 +556,7 @@ def evil_module(tmp_path: Path, monkeypatch):
         "from pathlib import Path\n"
         f"Path({str(marker)!r}).write_text('imported')\n"
         "def factory(input_shape, num_classes):\n"
-        "    from genlab.models import build_model\n"
+        "    from genlab.models.registry import build_model\n"
         "    return build_model('mlp:8', input_shape, num_classes)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     yield "evil_genlab_pkg.payload:factory", marker

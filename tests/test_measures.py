@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab import measures as M
+from genlab.capacity import measures as M
 from genlab.errors import GenlabError
 
 W1 = [[1.0, 2.0], [3.0, 4.0]]

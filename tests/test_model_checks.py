@@ -18,10 +18,10 @@ import torch
 import genlab
 from genlab import RunSpec
 from genlab.cli import main
-from genlab.experiments import Options, Task
-from genlab.model_identity import fingerprint, retarget_tasks
-from genlab.models import check_model, is_custom_model
-from genlab.sweep import plan
+from genlab.execution.tasks import retarget_tasks
+from genlab.experiments import Options, Task, plan
+from genlab.models.identity import fingerprint
+from genlab.models.registry import check_model, is_custom_model
 
 #: RunSpec("digits", "mlp1x512").hash before model_id existed (also in test_spec_validation)
 MLP1X512_DIGITS_HASH = "f1749a7c145b9505"

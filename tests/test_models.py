@@ -42,7 +42,7 @@ def test_register_model_from_python():
 
 
 @pytest.mark.parametrize("name", ["nope", "mlp:", "mlp:12xab", "mlp:0", "no_such_mod.x:f",
-                                  "genlab.models:no_such_factory"])
+                                  "genlab.models.registry:no_such_factory"])
 def test_bad_model_names_raise_one_line_errors(name):
     with pytest.raises(GenlabError) as e:
         build_model(name, (1, 8, 8), 10)

@@ -9,14 +9,17 @@ import pytest
 import torch
 
 import genlab
-from genlab import augment, datasets, preprocess, recipes
 from genlab.cli import main
+from genlab.data import augment, preprocess
+from genlab.data import registry as datasets
 from genlab.errors import GenlabError
-from genlab.experiments import Options
-from genlab.runner import load_checkpoint, prepare, save_checkpoint
+from genlab.execution.execute import save_checkpoint
+from genlab.execution.prepare import prepare
+from genlab.experiments import Options, plan
+from genlab.models import recipes
 from genlab.spec import Recipe, RunSpec
-from genlab.sweep import plan
-from genlab.train import train
+from genlab.training.checkpoint import load_checkpoint
+from genlab.training.loop import train
 
 # --- preprocessing ----------------------------------------------------------------------------
 
@@ -355,9 +358,9 @@ def test_table1_on_other_data_marks_the_paper_column(tmp_path, monkeypatch, one_
         g = torch.Generator().manual_seed(0)
         x = torch.rand(40, 1, 28, 28, generator=g)
         y = torch.arange(40) % 4
-        return datasets._build("tiny28", x, y, x[:12], y[:12], list("abcd"), "test")
+        return datasets.build_dataset("tiny28", x, y, x[:12], y[:12], list("abcd"), "test")
 
-    monkeypatch.setitem(datasets._REGISTRY, "tiny28", datasets._Entry(loader, "tiny"))
+    datasets.register_dataset("tiny28", loader, "tiny")
     datasets.clear_cache()
     out = tmp_path / "t1"
     genlab.run("table1", out, dataset="tiny28", models=["mlp1x512"], epochs=1, batch_size=16,

@@ -43,10 +43,10 @@ def test_model_id_enters_the_hash_only_when_set():
 
 
 @pytest.mark.parametrize("change,needle", [
-    (dict(lr=math.inf), "--lr"),
-    (dict(lr=math.nan), "--lr"),
-    (dict(lr=-math.inf), "--lr"),
-    (dict(lr="0.1"), "--lr"),
+    (dict(lr=math.inf), "lr must"),
+    (dict(lr=math.nan), "lr must"),
+    (dict(lr=-math.inf), "lr must"),
+    (dict(lr="0.1"), "lr must"),
     (dict(weight_decay=math.inf), "weight_decay"),
     (dict(weight_decay=math.nan), "weight_decay"),
     (dict(momentum=math.nan), "momentum"),
@@ -77,9 +77,9 @@ def test_recipe_fields_must_be_finite_and_in_range(change, needle):
     (dict(seed=1.5), "seed"),
     (dict(seed=True), "seed"),
     (dict(train_size=2.5), "train_size"),
-    (dict(test_size=-2), "--test-size must be >= 0"),
-    (dict(dropout=math.nan), "--dropout must be in"),
-    (dict(dropout=math.inf), "--dropout must be in"),
+    (dict(test_size=-2), "test_size must be >= 0"),
+    (dict(dropout=math.nan), "dropout must be in"),
+    (dict(dropout=math.inf), "dropout must be in"),
     (dict(model=5), "model"),
     (dict(model_id=7), "model_id"),
 ])

@@ -12,7 +12,7 @@ import pytest
 
 import genlab
 from genlab import GenlabError
-from genlab.store import Store
+from genlab.execution.store import Store
 
 GRID = ["run", "grid", "--dataset", "digits", "--train-size", "400", "--test-size", "100",
         "--model", "mlp:128", "--conditions", "true,random-labels,corrupt:0.5",

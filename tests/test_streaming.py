@@ -8,14 +8,14 @@ import pytest
 import torch
 
 import genlab
-from genlab import datasets
-from genlab.conditions import apply_condition
+from genlab.data import registry as datasets
+from genlab.data.conditions import apply_condition
+from genlab.data.sources.imagefolder import imagefolder_name
+from genlab.data.streaming import ImageFiles, OrderShard
 from genlab.errors import GenlabError
-from genlab.imagenet import imagefolder_name
-from genlab.runner import prepare
+from genlab.execution.prepare import prepare
 from genlab.spec import Recipe, RunSpec
-from genlab.streaming import ImageFiles, OrderShard
-from genlab.train import train
+from genlab.training.loop import train
 
 CLASSES = ("ant", "bee", "cat")
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from genlab.errors import GenlabError
-from genlab.theory.theorem1 import (
+from genlab.theory.interpolation import (
     Theorem1Net,
     interleaved_biases,
     interleaved_condition,

@@ -2,9 +2,11 @@ import pytest
 import torch
 
 from genlab import Recipe, build_model
-from genlab.runner import load_checkpoint, prepare, save_checkpoint
+from genlab.execution.execute import save_checkpoint
+from genlab.execution.prepare import prepare
 from genlab.spec import RunSpec
-from genlab.train import TrainState, evaluate, train
+from genlab.training.checkpoint import load_checkpoint
+from genlab.training.loop import TrainState, evaluate, train
 
 
 def _setup(condition="true", **recipe):
@@ -131,7 +133,7 @@ def test_fast_path_trains_a_cnn_in_channels_last_on_the_cpu():
 
 
 def test_logit_margins_by_hand():
-    from genlab.train import logit_margins
+    from genlab.training.loop import logit_margins
 
     out = torch.tensor([[3.0, 1.0, 2.5], [0.0, 4.0, -1.0], [1.0, 1.0, 0.0]])
     y = torch.tensor([0, 2, 1])
@@ -139,7 +141,7 @@ def test_logit_margins_by_hand():
 
 
 def test_target_margin_trains_until_every_point_has_the_margin():
-    from genlab.train import logit_margins
+    from genlab.training.loop import logit_margins
 
     plain = _train(*_setup(target_train_acc=1.0))
     spec, prep, model = _setup(target_train_acc=1.0, target_margin=3.0, lr_decay=1.0,
@@ -166,7 +168,7 @@ def test_training_images_and_evaluation_seconds_are_counted_and_resumed(tmp_path
 
 
 def test_evaluation_clock_waits_for_a_gpu_but_not_for_the_cpu(monkeypatch):
-    from genlab.train import synced_clock
+    from genlab.training.loop import synced_clock
 
     waited = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: waited.append(device))

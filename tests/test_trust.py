@@ -13,10 +13,10 @@ import pytest
 
 import genlab
 from genlab import paper
-from genlab.claims import Protocol, Published
 from genlab.cli import main
 from genlab.errors import GenlabError
-from genlab.store import APPLICATION_ID, Store
+from genlab.execution.store import APPLICATION_ID, Store
+from genlab.paper import Protocol, Published
 
 TINY = ["--dataset", "digits", "--train-size", "200", "--test-size", "100", "--epochs", "2",
         "--device", "cpu", "--quiet"]
@@ -149,8 +149,8 @@ def test_report_survives_running_rows_and_keeps_every_invocation(tmp_path,
 
 
 def test_a_report_for_every_experiment_survives_running_and_failed_rows(tmp_path):
+    from genlab.execution.results import load
     from genlab.experiments import Results, get_experiment, list_experiments
-    from genlab.results import load
 
     out = tmp_path / "o"
     store = Store.create(out)
@@ -260,7 +260,7 @@ def test_a_lease_is_renewed_by_time_while_the_run_trains(tmp_path):
 
 
 def test_a_live_run_with_long_epochs_is_not_taken_over(tmp_path, monkeypatch):
-    import genlab.store as st
+    import genlab.execution.store as st
 
     monkeypatch.setattr(st, "STALE_AFTER_S", 0.3)
     store = Store.create(tmp_path / "o")
@@ -366,7 +366,7 @@ def _bound_rows():
 
 
 def test_bound_table_sets_each_bound_beside_its_own_predictors_error():
-    from genlab.experiments.bounds import bound_table
+    from genlab.experiments.bound_sweep import bound_table
 
     t = bound_table(_bound_rows()).set_index(["condition", "bound"])
     assert t.loc[("true", "dr_bound"), "its test error"] == 0.12
@@ -378,7 +378,7 @@ def test_bound_table_sets_each_bound_beside_its_own_predictors_error():
 
 
 def test_bound_claims_use_one_vocabulary_and_the_predictors_error():
-    from genlab.experiments.bounds import _claims
+    from genlab.experiments.bound_sweep import _claims
 
     claims = {c.claim: c for c in _claims(_bound_rows())}
     rand = claims["Dziugaite-Roy PAC-Bayes: certifies nothing for random labels (>= the "
@@ -395,7 +395,7 @@ def test_bound_claims_use_one_vocabulary_and_the_predictors_error():
 
 
 def test_bound_status_is_the_same_in_table_and_measure():
-    from genlab.experiments.bounds import bound_status
+    from genlab.experiments.bound_sweep import bound_status
 
     assert bound_status(1.0, 10).startswith("vacuous")
     assert bound_status(0.9999999, 10).startswith("trivial")
@@ -405,7 +405,7 @@ def test_bound_status_is_the_same_in_table_and_measure():
 
 
 def test_two_corruption_levels_say_their_taus_are_only_signs():
-    from genlab.experiments.bounds import tau_caveat, tau_table
+    from genlab.experiments.bound_sweep import tau_caveat, tau_table
 
     df = _bound_rows()
     for c in ("measure_frobenius_sq_sum", "measure_path_norm"):
@@ -458,7 +458,7 @@ def test_readme_commands_are_found():
 @pytest.mark.parametrize("line", _readme_commands())
 def test_every_readme_command_parses_and_plans(line):
     from genlab.cli import build_parser, options_from_args
-    from genlab.sweep import plan
+    from genlab.experiments import plan
 
     argv = _argv(line)
     args = build_parser().parse_args(argv)

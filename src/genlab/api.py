@@ -9,10 +9,10 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import GenlabError
-from .experiments import Options, get_experiment
-from .spec import RunSpec
-from .sweep import Plan, check_specs, plan, run_plan
+from genlab.errors import GenlabError
+from genlab.execution.sweep import Plan, check_specs, run_plan
+from genlab.experiments import Options, plan
+from genlab.spec import RunSpec
 
 
 def run(experiment: str | RunSpec | Sequence[RunSpec] = "figure1", out: str | Path = "genlab-runs",
@@ -38,7 +38,7 @@ def run(experiment: str | RunSpec | Sequence[RunSpec] = "figure1", out: str | Pa
         if options:
             raise GenlabError("options apply to named experiments; put them in the RunSpecs")
         specs = [experiment] if isinstance(experiment, RunSpec) else list(experiment)
-        p = Plan(get_experiment("grid"), Options(),
+        p = Plan("grid", Options().to_dict(),
                  check_specs(specs, data_dir=data_dir, download=download))
     return run_plan(p, out, device=device, data_dir=data_dir, download=download, quiet=quiet,
                     workers=workers)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .errors import GenlabError
+from genlab.errors import GenlabError
 
 DEMO = {
     # Small and offline: scikit-learn's 8x8 digits ship with a dependency. The larger learning
@@ -229,17 +229,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: library parameters whose flag is not the parameter's name with dashes
+_FLAG_NAMES = {"target_train_acc": "--target", "seed": "--seeds", "models": "--model",
+               "model": "--model", "conditions": "--conditions", "condition": "--conditions"}
+
+
+def _in_flags(e: GenlabError, parser: argparse.ArgumentParser, command: str) -> str:
+    """The message of ``e`` with its Python parameter written as the CLI's flag: a library
+    error names ``train_size``, the command line says ``--train-size`` (``--set name=`` for an
+    experiment's own parameters)."""
+    msg = str(e)
+    if not e.param or not msg.startswith(e.param):
+        return msg
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)),
+               None)
+    dests = set()
+    if sub is not None and command in sub.choices:
+        dests = {a.dest for a in sub.choices[command]._actions}
+    flag = _FLAG_NAMES.get(e.param)
+    if flag is None:
+        flag = (f"--{e.param.replace('_', '-')}" if e.param in dests
+                else f"--set {e.param}=")
+    return flag + msg[len(e.param):]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
-        from .files import check_path
+        from genlab.validation import check_path
 
         for name in ("out", "data_dir", "dest", "checkpoint"):
             if getattr(args, name, None):
                 check_path(getattr(args, name), f"--{name.replace('_', '-')}")
         return _COMMANDS[args.command](args)
     except GenlabError as e:
-        print(f"genlab {args.command}: error: {e}", file=sys.stderr)
+        print(f"genlab {args.command}: error: {_in_flags(e, parser, args.command)}",
+              file=sys.stderr)
         return 2
     except OSError as e:  # the file system failed (full, read-only, gone): a fault, not a bug
         where = f" ({e.filename})" if e.filename else ""
@@ -260,7 +286,7 @@ def _check_device(device: str) -> None:
 
 def options_from_args(args: argparse.Namespace):
     """The :class:`genlab.experiments.Options` a parsed ``genlab run`` command line asks for."""
-    from .experiments import Options
+    from genlab.experiments import Options
 
     keys = [f for f in Options.__dataclass_fields__ if f in vars(args)
             and f not in ("extra", "explicit")]
@@ -274,15 +300,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .experiments import Options
+    from genlab.experiments import Options
 
     return _run("figure1", Options(**DEMO), args.out, args, report=True, demo=True)
 
 
 def _run(name: str, options, out: str, args: argparse.Namespace, *, report: bool,
          demo: bool = False) -> int:
-    from .report import write_report
-    from .sweep import plan, run_plan
+    from genlab.execution.sweep import run_plan
+    from genlab.experiments import plan
+    from genlab.report import write_report
 
     _check_device(args.device)
     p = plan(name, options, data_dir=args.data_dir, download=args.download)
@@ -291,14 +318,14 @@ def _run(name: str, options, out: str, args: argparse.Namespace, *, report: bool
                     workers=args.workers, executor=args.executor,
                     ray_address=args.ray_address, gpus_per_run=args.gpus_per_run,
                     batched=args.batched)
-    from .distributed import is_main
+    from genlab.execution.executors.torchrun import is_main
 
     if not is_main():  # torchrun: rank 0 summarises and writes the report
         return 0
-    from .experiments import Results
-    from .results import load
+    from genlab.execution.results import load
+    from genlab.experiments import Results, get_experiment
 
-    _print_summary(p.experiment.summary(Results(runs, load(out, name, curves=True),
+    _print_summary(get_experiment(p.experiment).summary(Results(runs, load(out, name, curves=True),
                                                 load(out, name, tasks=True))))
     if report:
         path = write_report(out)
@@ -310,7 +337,7 @@ def _run(name: str, options, out: str, args: argparse.Namespace, *, report: bool
 
 def _failures(p, out: str) -> int:
     """1 (and one line per distinct reason) when any run or task of the plan ended in error."""
-    from .results import load
+    from genlab.execution.results import load
 
     wanted = {s.hash for s in p.specs} | {t.hash for t in p.tasks}
     rows = [df[df["hash"].isin(wanted)] for df in (load(out), load(out, tasks=True))
@@ -354,17 +381,17 @@ def _print_demo_verdict(runs) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from genlab.report import write_report
 
     print(f"report: {write_report(args.out)}")
     return 0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .conditions import list_conditions
-    from .datasets import list_datasets
-    from .experiments import list_experiments
-    from .models import list_models
+    from genlab.data.conditions import list_conditions
+    from genlab.data.registry import list_datasets
+    from genlab.experiments import list_experiments
+    from genlab.models.registry import list_models
 
     kinds = {"experiments": list_experiments, "datasets": list_datasets,
              "models": list_models, "conditions": list_conditions}
@@ -377,7 +404,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .results import export
+    from genlab.execution.results import export
 
     for p in export(args.out, args.format, args.dest):
         print(p)
@@ -387,12 +414,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_measure(args: argparse.Namespace) -> int:
     import json
 
-    from .experiments.bounds import (
+    from genlab.experiments.bound_sweep import (
         BOUND_PREDICTORS,
         DEFAULTS,
-        _check_extra,
         bound_status,
         measure_checkpoint,
+    )
+    from genlab.experiments.bound_sweep import (
+        check_extra as _check_extra,
     )
 
     params = {**DEFAULTS["extra"], **dict(args.extra)}

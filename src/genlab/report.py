@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .experiments import Results, Section, get_experiment
-from .files import atomic_write
-from .results import load
-from .store import Store
+from genlab.execution.files import atomic_write
+from genlab.execution.results import load
+from genlab.execution.store import Store
+from genlab.experiments import Results, Section, get_experiment
 
 _CSS = """
 body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}

@@ -9,14 +9,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import GenlabError
+from genlab.errors import GenlabError
+from genlab.validation import is_real, is_whole
 
 #: Bumped when the meaning of a field changes, so old results never pass for new ones.
 SPEC_VERSION = 1
+#: genlab's version, recorded with every run
+__version__ = "0.1.0"
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ class Recipe:
     (Nagarajan & Kolter train until nearly every point has margin 10); 0 = plain accuracy.
     compile: a ``torch.compile`` backend (``inductor``, ``aot_eager``, ``eager``...) to train
     with, "" for none; the compiled module is cached per process and reused by later runs of
-    the same architecture and input shape (:mod:`genlab.compiled`).
+    the same architecture and input shape (:mod:`genlab.training.compiled`).
     """
 
     lr: float = 0.01
@@ -62,58 +64,43 @@ class Recipe:
         Numbers must be finite: ``lr=inf`` or ``weight_decay=inf`` would train a diverged run.
         """
         checks = [
-            (_real(self.lr) and self.lr > 0, f"--lr must be a finite number > 0, got {self.lr!r}"),
-            (_real(self.momentum) and 0 <= self.momentum < 1,
-             f"momentum (--momentum) must be a number in [0, 1), got {self.momentum!r}"),
-            (_real(self.lr_decay) and 0 < self.lr_decay <= 1,
-             f"lr_decay (--lr-decay) must be a number in (0, 1], got {self.lr_decay!r}"),
-            (_real(self.weight_decay) and self.weight_decay >= 0,
-             f"weight_decay (--weight-decay) must be a finite number >= 0, got "
+            (is_real(self.lr) and self.lr > 0, f"lr must be a finite number > 0, got {self.lr!r}"),
+            (is_real(self.momentum) and 0 <= self.momentum < 1,
+             f"momentum must be a number in [0, 1), got {self.momentum!r}"),
+            (is_real(self.lr_decay) and 0 < self.lr_decay <= 1,
+             f"lr_decay must be a number in (0, 1], got {self.lr_decay!r}"),
+            (is_real(self.weight_decay) and self.weight_decay >= 0,
+             f"weight_decay must be a finite number >= 0, got "
              f"{self.weight_decay!r}"),
-            (_whole(self.batch_size) and self.batch_size >= 1,
-             f"batch_size (--batch-size) must be a whole number >= 1, got {self.batch_size!r}"),
-            (_whole(self.epochs) and self.epochs >= 1,
-             f"epochs (--epochs) must be a whole number >= 1, got {self.epochs!r}"),
-            (_whole(self.max_steps) and self.max_steps >= 0,
-             f"max_steps (--max-steps) must be a whole number >= 0 (0: no limit), got "
+            (is_whole(self.batch_size) and self.batch_size >= 1,
+             f"batch_size must be a whole number >= 1, got {self.batch_size!r}"),
+            (is_whole(self.epochs) and self.epochs >= 1,
+             f"epochs must be a whole number >= 1, got {self.epochs!r}"),
+            (is_whole(self.max_steps) and self.max_steps >= 0,
+             f"max_steps must be a whole number >= 0 (0: no limit), got "
              f"{self.max_steps!r}"),
-            (_whole(self.decay_every) and self.decay_every >= 0,
-             f"decay_every (--decay-every) must be a whole number >= 0 (0: every epoch), got "
+            (is_whole(self.decay_every) and self.decay_every >= 0,
+             f"decay_every must be a whole number >= 0 (0: every epoch), got "
              f"{self.decay_every!r}"),
-            (_real(self.target_train_acc) and 0 <= self.target_train_acc <= 1,
-             f"target_train_acc (--target) must be a number in [0, 1] (0: never stop early), "
+            (is_real(self.target_train_acc) and 0 <= self.target_train_acc <= 1,
+             f"target_train_acc must be a number in [0, 1] (0: never stop early), "
              f"got {self.target_train_acc!r}"),
-            (_whole(self.eval_every) and self.eval_every >= 1,
+            (is_whole(self.eval_every) and self.eval_every >= 1,
              f"eval_every must be a whole number >= 1, got {self.eval_every!r}"),
-            (_whole(self.eval_steps) and self.eval_steps >= 0,
-             f"eval_steps (--eval-steps) must be a whole number >= 0, got {self.eval_steps!r}"),
-            (isinstance(self.fast, bool), f"fast (--fast) must be True or False, got "
+            (is_whole(self.eval_steps) and self.eval_steps >= 0,
+             f"eval_steps must be a whole number >= 0, got {self.eval_steps!r}"),
+            (isinstance(self.fast, bool), f"fast must be True or False, got "
                                           f"{self.fast!r}"),
-            (_real(self.target_margin) and self.target_margin >= 0,
-             f"--target-margin must be a finite number >= 0, got {self.target_margin!r}"),
+            (is_real(self.target_margin) and self.target_margin >= 0,
+             f"target_margin must be a finite number >= 0, got {self.target_margin!r}"),
             (isinstance(self.compile, str),
-             f"compile (--compile) must be a torch.compile backend name, or '' for none, got "
+             f"compile must be a torch.compile backend name, or '' for none, got "
              f"{self.compile!r}"),
         ]
         for ok, msg in checks:
             if not ok:
-                raise GenlabError(msg)
-        if self.compile:
-            from .compiled import check_backend
-
-            check_backend(self.compile)
-
-
-def _real(v: Any) -> bool:
-    """A finite int or float (not a bool): what a numeric spec field may hold."""
-    return (isinstance(v, int | float) and not isinstance(v, bool)
-            and math.isfinite(v))
-
-
-def _whole(v: Any) -> bool:
-    """A Python int (not a bool): what a whole-number spec field may hold (JSON-serialisable,
-    so numpy integers are refused rather than failing when the spec is hashed)."""
-    return isinstance(v, int) and not isinstance(v, bool)
+                raise GenlabError(msg, param=msg.split(" ", 1)[0])
+        # a compile backend's name is checked by genlab.execution.sweep.check_specs (needs torch)
 
 
 #: seeds go to torch.manual_seed and torch.Generator.manual_seed, which take [0, 2**64)
@@ -146,13 +133,13 @@ class RunSpec:
     test_size: int = 0
     seed: int = 0
     recipe: Recipe = field(default_factory=Recipe)
-    #: input preprocessing (genlab.preprocess): normalize (per channel), paper, none
+    #: input preprocessing (genlab.data.preprocess): normalize (per channel), paper, none
     preprocess: str = "normalize"
-    #: on-device training augmentation (genlab.augment), e.g. "", crop, crop+flip, crop+color
+    #: on-device training augmentation (genlab.data.augment), e.g. "", crop, crop+flip, crop+color
     augment: str = ""
     #: dropout probability, for models with a place for it (alexnet-small)
     dropout: float = 0.0
-    #: a custom model's fingerprint (genlab.model_identity): what its factory builds, so that
+    #: a custom model's fingerprint (genlab.models.identity): what its factory builds, so that
     #: editing the factory makes new runs; "" for genlab's own models (left out of the hash)
     model_id: str = ""
 
@@ -195,23 +182,20 @@ class RunSpec:
         for name in ("dataset", "model", "condition", "preprocess", "augment", "model_id"):
             if not isinstance(getattr(self, name), str):
                 raise GenlabError(f"{name} must be a string, got {getattr(self, name)!r}")
-        for name, flag in (("train_size", "--train-size"), ("test_size", "--test-size")):
+        for name in ("train_size", "test_size"):
             v = getattr(self, name)
-            if not _whole(v):
-                raise GenlabError(f"{name} ({flag}) must be a whole number >= 0 (0 = whole "
-                                  f"split), got {v!r}")
+            if not is_whole(v):
+                raise GenlabError(f"{name} must be a whole number >= 0 (0 = whole split), got "
+                                  f"{v!r}", param=name)
             if v < 0:
-                raise GenlabError(f"{flag} must be >= 0 (0 = whole split), got {v}")
-        if not (_whole(self.seed) and 0 <= self.seed < SEED_LIMIT):
-            raise GenlabError(f"seed (--seeds) must be a whole number from 0 to 2**64 - 1, got "
+                raise GenlabError(f"{name} must be >= 0 (0 = whole split), got {v}", param=name)
+        if not (is_whole(self.seed) and 0 <= self.seed < SEED_LIMIT):
+            raise GenlabError(f"seed must be a whole number from 0 to 2**64 - 1, got "
                               f"{self.seed!r}")
-        if not (_real(self.dropout) and 0.0 <= self.dropout < 1.0):
-            raise GenlabError(f"--dropout must be in [0, 1), got {self.dropout!r}")
+        if not (is_real(self.dropout) and 0.0 <= self.dropout < 1.0):
+            raise GenlabError(f"dropout must be in [0, 1), got {self.dropout!r}", param="dropout")
         if not isinstance(self.recipe, Recipe):
             raise GenlabError(f"recipe must be a genlab.Recipe, got {type(self.recipe).__name__}")
-        from .augment import parse_augment
-        from .preprocess import check_preprocess
-
-        check_preprocess(self.preprocess)
-        parse_augment(self.augment)
+        # the names of preprocessing and augmentation are checked against the data layer's
+        # registries by genlab.execution.sweep.check_specs, which every run goes through
         self.recipe.validate()

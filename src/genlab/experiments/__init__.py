@@ -1,9 +1,14 @@
-"""Registered experiments. Every module in this package registers itself on import."""
+"""Registered experiments: one module per experiment, each defining ``EXPERIMENT``.
+
+Adding an experiment is adding a file: every module of this package (but the shared ``base``,
+``common`` and ``plots``) is imported here and its ``EXPERIMENT`` registered.
+"""
 
 import importlib
 import pkgutil
 
-from .base import (
+from genlab.experiments.base import (
+    EXPERIMENTS,
     Claim,
     Experiment,
     Figure,
@@ -16,11 +21,14 @@ from .base import (
     list_experiments,
     register_experiment,
 )
+from genlab.experiments.planning import Plan, plan
 
-# Import every experiment module so that adding an experiment is adding a file.
+_SHARED = {"base", "common", "plots", "planning"}
+
 for _m in pkgutil.iter_modules(__path__):
-    if _m.name != "base":
-        importlib.import_module(f"{__name__}.{_m.name}")
+    if _m.name not in _SHARED:
+        register_experiment(importlib.import_module(f"{__name__}.{_m.name}").EXPERIMENT)
 
-__all__ = ["Claim", "Experiment", "Figure", "Options", "Results", "Section", "Task", "TaskContext",
-           "get_experiment", "list_experiments", "register_experiment"]
+__all__ = ["EXPERIMENTS", "Claim", "Experiment", "Figure", "Options", "Plan", "Results",
+           "Section", "Task", "TaskContext", "get_experiment", "list_experiments", "plan",
+           "register_experiment"]

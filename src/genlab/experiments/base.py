@@ -2,24 +2,24 @@
 
 An experiment is a named grid of run specs plus how to report it.
 
-Experiments hold no training loop: :func:`genlab.sweep.run_experiment` trains any grid with the
+Experiments hold no training loop: :func:`genlab.execution.sweep.run_experiment` trains any grid with the
 one trainer, and the experiment only turns options into specs and stored results into a report.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import pandas as pd
 
-from ..claims import Claim
-from ..conditions import canonical_condition
-from ..errors import GenlabError
-from ..spec import Recipe, RunSpec
+from genlab.data.conditions import canonical_condition
+from genlab.errors import GenlabError
+from genlab.execution.tasks import Task, TaskContext  # noqa: F401  (the task types experiments use)
+from genlab.paper import Claim
+from genlab.registry import Registry
+from genlab.spec import Recipe, RunSpec
 
 
 @dataclass
@@ -45,9 +45,9 @@ class Options:
     target_margin: float | None = None
     eval_steps: int | None = None
     fast: bool | None = None
-    #: a torch.compile backend ("" none), see genlab.compiled
+    #: a torch.compile backend ("" none), see genlab.training.compiled
     compile: str | None = None
-    #: ``paper``: the paper's preprocessing and each model's named recipe (genlab.recipes)
+    #: ``paper``: the paper's preprocessing and each model's named recipe (genlab.models.recipes)
     preset: str | None = None
     preprocess: str | None = None
     augment: str | None = None
@@ -102,38 +102,8 @@ def conditions_of(o: Options) -> list[str]:
     return list(seen)
 
 
-@dataclass
-class TaskContext:
-    """Where a task runs: the results folder (to read trained runs), device and data options."""
-
-    out: Any
-    device: str = "auto"
-    data_dir: Any = None
-    download: bool = False
 
 
-@dataclass(frozen=True)
-class Task:
-    """A computation that is not a training run (a Theorem 1 construction, a kernel solve).
-
-    ``kind`` and ``params`` (JSON-serialisable) fix it, as a spec fixes a run: its hash keys the
-    store, so finished tasks are skipped like finished runs. ``fn(params, ctx)`` returns a dict
-    of JSON-serialisable results; ``ctx`` is a :class:`TaskContext`. Tasks run after the
-    experiment's training runs, so a task may read their trained models.
-    """
-
-    kind: str
-    params: dict[str, Any]
-    fn: Callable[[dict[str, Any], TaskContext], dict[str, Any]] = field(compare=False,
-                                                                       repr=False)
-
-    def to_json(self) -> str:
-        return json.dumps({"kind": self.kind, "params": self.params}, sort_keys=True,
-                          separators=(",", ":"))
-
-    @property
-    def hash(self) -> str:
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -183,19 +153,20 @@ class Experiment:
     tasks: Callable[[Options], list[Task]] | None = None
 
 
-_EXPERIMENTS: dict[str, Experiment] = {}
+#: the registered experiments by name (genlab.experiments.__init__ registers every module's)
+EXPERIMENTS: Registry[Experiment] = Registry("experiment")
 
 
 def register_experiment(exp: Experiment) -> Experiment:
-    _EXPERIMENTS[exp.name] = exp
-    return exp
+    """Register ``exp`` under its name (re-registering replaces it)."""
+    return EXPERIMENTS.register(exp.name, exp, description=exp.description)
 
 
 def get_experiment(name: str) -> Experiment:
-    if name not in _EXPERIMENTS:
-        raise GenlabError(f"unknown experiment {name!r}; known: {', '.join(sorted(_EXPERIMENTS))}")
-    return _EXPERIMENTS[name]
+    """The experiment called ``name``; a one-line GenlabError naming the choices if unknown."""
+    return EXPERIMENTS.get(name).value
 
 
 def list_experiments() -> dict[str, str]:
-    return {name: e.description for name, e in sorted(_EXPERIMENTS.items())}
+    """Experiment names -> one-line descriptions."""
+    return dict(sorted(EXPERIMENTS.list().items()))

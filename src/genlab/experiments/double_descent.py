@@ -1,6 +1,6 @@
 """``double-descent``: test error vs model size, through the interpolation threshold.
 
-(a) Random-features regression with the minimum-norm readout (:mod:`genlab.theory.double_descent`),
+(a) Random-features regression with the minimum-norm readout (:mod:`genlab.theory.random_features`),
 sweeping the number of features p through the number of training points n: the test error peaks
 at p = n (Belkin et al. 2019). Tasks, one per seed.
 (b) Model-wise: one-hidden-layer MLPs ``mlp:W`` of increasing width trained by genlab's trainer
@@ -18,11 +18,8 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-from ..errors import GenlabError
-from ..plots import new_figure, save_figure
-from ..spec import RunSpec
-from ..theory import random_features_curve
-from .base import (
+from genlab.errors import GenlabError
+from genlab.experiments.base import (
     Claim,
     Experiment,
     Options,
@@ -31,9 +28,12 @@ from .base import (
     Task,
     TaskContext,
     conditions_of,
-    register_experiment,
 )
-from .kernels import as_list, check_dataset, flag, load_data, number
+from genlab.experiments.common import check_dataset, load_data
+from genlab.experiments.plots import new_figure, save_figure
+from genlab.spec import RunSpec
+from genlab.theory import random_features_curve
+from genlab.validation import as_list, flag, number
 
 EXTRA = {
     "widths": [4, 8, 16, 24, 32, 64, 128, 512],  # hidden units of the mlp:W runs (>= 1 each)
@@ -270,7 +270,8 @@ def _width_claims(wt: pd.DataFrame) -> list[Claim]:
                   bool(inner and g.iloc[-1] < g[peak]) if inner else None)]
 
 
-register_experiment(Experiment(
+#: what this module contributes (genlab.experiments registers it)
+EXPERIMENT = Experiment(
     name="double-descent",
     description="double descent: random features (p through n), MLP width, epochs",
-    defaults=DEFAULTS, grid=grid, report=report, summary=summary, tasks=tasks))
+    defaults=DEFAULTS, grid=grid, report=report, summary=summary, tasks=tasks)

@@ -11,21 +11,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import paper
-from ..claims import Published, rank_correlation
-from ..plots import new_figure, save_figure
-from ..recipes import check_preset, recipe_for
-from ..spec import RunSpec
-from .base import (
+from genlab import paper
+from genlab.experiments.base import (
     Claim,
     Experiment,
     Figure,
-    Options,
     Results,
     Section,
-    conditions_of,
-    register_experiment,
 )
+from genlab.experiments.common import grid, run_table, summary
+from genlab.experiments.plots import new_figure, save_figure
+from genlab.paper import Published, rank_correlation
 
 DEFAULTS = {
     "dataset": "fashion-mnist",
@@ -43,22 +39,6 @@ DEFAULTS = {
 }
 
 
-def grid(o: Options) -> list[RunSpec]:
-    """Models x seeds x conditions. ``--preset paper``: the paper's preprocessing and each
-    model's named recipe (genlab.recipes), with any flag the user gave winning."""
-    check_preset(o.preset)
-    paper_preset = o.preset == "paper"
-    pre = o.preprocess or ("paper" if paper_preset else "normalize")
-
-    def recipe(model: str):
-        return recipe_for(model, o.overrides()) if paper_preset else o.recipe()
-
-    return [
-        RunSpec(dataset=o.dataset, model=m, condition=c, train_size=o.train_size,
-                test_size=o.test_size, seed=s, recipe=recipe(m), preprocess=pre,
-                augment=o.augment or "", dropout=o.dropout or 0.0)
-        for m in o.models for s in o.seeds for c in conditions_of(o)
-    ]
 
 
 def _label_runs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -72,19 +52,8 @@ def _label_runs(runs: pd.DataFrame) -> pd.DataFrame:
     return lab
 
 
-def summary(results: Results) -> pd.DataFrame:
-    return run_table(results.runs)
 
 
-def run_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """One line per run: what it was and how it ended."""
-    cols = ["model", "condition", "seed", "status", "train_acc", "test_acc", "steps_to_fit",
-            "epochs", "labels_changed", "wall_time_s"]
-    df = runs[[c for c in cols if c in runs]].copy()
-    for c in ("steps_to_fit", "epochs", "labels_changed"):
-        if c in df:
-            df[c] = df[c].astype("Int64")  # integers, with <NA> for runs that did not fit
-    return df.sort_values(["model", "seed", "condition"]).reset_index(drop=True)
 
 
 def report(results: Results, outdir: Path) -> Section:
@@ -262,7 +231,8 @@ def _claims(runs: pd.DataFrame, lab: pd.DataFrame, models: list[str]) -> list[Cl
     return claims
 
 
-register_experiment(Experiment(
+#: what this module contributes (genlab.experiments registers it)
+EXPERIMENT = Experiment(
     name="figure1",
     description="Figure 1: learning curves, relative time to fit and test error vs corruption",
-    defaults=DEFAULTS, grid=grid, report=report, summary=summary))
+    defaults=DEFAULTS, grid=grid, report=report, summary=summary)

@@ -12,10 +12,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..plots import new_figure, save_figure
-from ..recipes import check_preset, recipe_for
-from ..spec import RunSpec
-from .base import Claim, Experiment, Options, Results, Section, register_experiment
+from genlab.experiments.base import (
+    Claim,
+    Experiment,
+    Options,
+    Results,
+    Section,
+)
+from genlab.experiments.plots import new_figure, save_figure
+from genlab.models.recipes import check_preset, recipe_for
+from genlab.spec import RunSpec
 
 DEFAULTS = {"dataset": "cifar10", "models": ["inception-small", "inception-small-nobn"],
             "conditions": ["true"], "seeds": [0], "train_size": 0, "test_size": 0,
@@ -89,7 +95,8 @@ def report(results: Results, outdir: Path) -> Section:
     return sec
 
 
-register_experiment(Experiment(
+#: what this module contributes (genlab.experiments registers it)
+EXPERIMENT = Experiment(
     name="figure2",
     description="Figure 2b: test accuracy vs steps with and without BatchNorm, early stopping",
-    defaults=DEFAULTS, grid=grid, report=report, summary=summary))
+    defaults=DEFAULTS, grid=grid, report=report, summary=summary)

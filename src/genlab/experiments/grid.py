@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..plots import new_figure, save_figure
-from .base import Experiment, Options, Results, Section, register_experiment
-from .figure1 import grid as _product_grid
-from .figure1 import run_table, summary
+from genlab.experiments.base import Experiment, Options, Results, Section
+from genlab.experiments.common import grid as _product_grid
+from genlab.experiments.common import run_table, summary
+from genlab.experiments.plots import new_figure, save_figure
 
 DEFAULTS = {"dataset": "digits", "models": ["mlp1x512"], "conditions": ["true"],
             "corruptions": [], "seeds": [0], "train_size": 0, "test_size": 0}
@@ -43,7 +43,8 @@ def report(results: Results, outdir: Path) -> Section:
     return sec
 
 
-register_experiment(Experiment(
+#: what this module contributes (genlab.experiments registers it)
+EXPERIMENT = Experiment(
     name="grid", description="any models x conditions x seeds with one recipe (curves, table)",
-    defaults=DEFAULTS, grid=grid, report=report, summary=summary))
+    defaults=DEFAULTS, grid=grid, report=report, summary=summary)
 

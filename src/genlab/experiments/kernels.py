@@ -12,7 +12,6 @@ the kernel on raw pixels with the kernel on a random convolutional feature map (
 from __future__ import annotations
 
 import math
-import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -21,14 +20,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import paper
-from ..conditions import apply_condition, corruption_level
-from ..datasets import Dataset, list_datasets, load_dataset
-from ..errors import GenlabError
-from ..plots import new_figure, save_figure
-from ..theory import double_descent as dd
-from ..theory import kernels as tk
-from .base import (
+from genlab import paper
+from genlab.data.conditions import corruption_level
+from genlab.errors import GenlabError
+from genlab.experiments.base import (
     Claim,
     Experiment,
     Options,
@@ -37,8 +32,12 @@ from .base import (
     Task,
     TaskContext,
     conditions_of,
-    register_experiment,
 )
+from genlab.experiments.common import check_dataset, load_data, peak_rss_mb
+from genlab.experiments.plots import new_figure, save_figure
+from genlab.theory import kernels as tk
+from genlab.theory import random_features as dd
+from genlab.validation import as_list, flag, number
 
 EXTRA = {
     "kernel": "gaussian",  # one name or a list: gaussian, linear, ntk, nngp
@@ -65,56 +64,12 @@ MAX_CHOLESKY_BYTES = 4 * 2**30
 FLOAT64_KERNEL_POINTS = 10000
 
 
-# --- option helpers shared with the theorem1 and double-descent experiments -------------------
 
 
-def check_dataset(name: Any) -> str:
-    known = list_datasets()
-    if name not in known:
-        raise GenlabError(f"unknown data set {name!r}; choose one of: {', '.join(sorted(known))}")
-    return str(name)
 
 
-def as_list(name: str, value: Any) -> list:
-    items = value if isinstance(value, list) else [value]
-    if not items:
-        raise GenlabError(f"--set {name}= needs at least one value")
-    return items
 
 
-def number(name: str, value: Any, *, lo: float | None = None, integer: bool = False,
-           strict: bool = False) -> float:
-    """A numeric --set value, checked; a one-line GenlabError otherwise."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and integer:
-        ok = float(value).is_integer()
-    if ok and lo is not None:
-        ok = value > lo if strict else value >= lo
-    if not ok:
-        kind = "a whole number" if integer else "a number"
-        bound = "" if lo is None else f" {'>' if strict else '>='} {lo:g}"
-        raise GenlabError(f"--set {name}= must be {kind}{bound}, got {value!r}")
-    return int(value) if integer else float(value)
-
-
-def flag(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise GenlabError(f"--set {name}= must be true or false, got {value!r}")
-    return value
-
-
-def load_data(params: dict[str, Any], ctx: TaskContext, condition: str,
-              train_size: int | None = None) -> Dataset:
-    """The task's data set (seeded subset) under ``condition``."""
-    d = load_dataset(params["dataset"], data_dir=ctx.data_dir,
-                     train_size=params["train_size"] if train_size is None else train_size,
-                     test_size=params["test_size"], seed=params["seed"], download=ctx.download)
-    return apply_condition(d, condition, params["seed"])[0]
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (MB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def is_label_only(condition: str) -> bool:
@@ -472,8 +427,9 @@ def _claims(done: pd.DataFrame, sgd: pd.DataFrame) -> list[Claim]:
     return claims
 
 
-register_experiment(Experiment(
+#: what this module contributes (genlab.experiments registers it)
+EXPERIMENT = Experiment(
     name="kernels",
     description="Section 5: min-norm kernel interpolation (Gaussian, linear, NTK, NNGP), "
                 "SGD -> min-norm",
-    defaults=DEFAULTS, grid=lambda o: [], report=report, summary=summary, tasks=tasks))
+    defaults=DEFAULTS, grid=lambda o: [], report=report, summary=summary, tasks=tasks)

@@ -2,7 +2,7 @@
 of random labels, for small Inception (with and without BatchNorm), small AlexNet and MLPs.
 
 Every one of the paper's 19 rows is a run (per seed) with the paper's preprocessing and each
-model's named recipe (genlab.recipes); flags override the recipe field by field. The report
+model's named recipe (genlab.models.recipes); flags override the recipe field by field. The report
 prints the paper's train/test accuracy beside genlab's, with the difference, and the best test
 accuracy during training (early stopping, the paper's parentheses). On a data set other than
 CIFAR10 the paper's column is marked as not comparable.
@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import paper
-from ..recipes import check_preset, describe, recipe_for, weight_decay_on
-from ..spec import RunSpec
-from .base import Experiment, Options, Results, Section, register_experiment
+from genlab import paper
+from genlab.experiments.base import Experiment, Options, Results, Section
+from genlab.models.recipes import check_preset, describe, recipe_for, weight_decay_on
+from genlab.spec import RunSpec
 
 DEFAULTS = {"dataset": "cifar10", "seeds": [0], "train_size": 0, "test_size": 0}
 #: the augmentation a "random crop: yes" row uses
@@ -147,8 +147,9 @@ def report(results: Results, outdir: Path) -> Section:
     return sec
 
 
-register_experiment(Experiment(
+#: what this module contributes (genlab.experiments registers it)
+EXPERIMENT = Experiment(
     name="table1",
     description="Table 1: Inception, AlexNet, MLPs with/without random crop and weight decay, "
                 "and random labels (19 rows, paper numbers beside genlab's)",
-    defaults=DEFAULTS, grid=grid, report=report, summary=summary))
+    defaults=DEFAULTS, grid=grid, report=report, summary=summary)

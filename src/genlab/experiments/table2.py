@@ -3,16 +3,16 @@
 Rows (augmentation, dropout, weight decay): all regularizers; augmentation only; weight decay
 only; none; random labels with none; random labels with all. Each row is one run on an ImageFolder
 tree (``--data-dir``; data set ``imagefolder`` at 299x299, or ``--set image_size=N``), trained with
-the one trainer, usually under ``torchrun`` (see :mod:`genlab.distributed` and the README).
+the one trainer, usually under ``torchrun`` (see :mod:`genlab.execution.executors.torchrun` and the README).
 ``--set loader=auto`` (default) holds a tree that fits in ``$GENLAB_IMAGEFOLDER_MAX_GB`` in memory
 and streams a larger one (full ImageNet) from disk with DataLoader workers;
-``--set loader=stream`` always streams (:mod:`genlab.streaming`). After
+``--set loader=stream`` always streams (:mod:`genlab.data.streaming`). After
 training, a task per run reloads its saved weights and measures top-1 and top-5 accuracy on the
 train and test splits (the trainer itself records top-1 only, and the best test top-1 during
 training, the paper's parenthesised numbers).
 
 Regularizers are run-spec fields: augmentation ``--augment`` (default ``crop+flip+color``:
-random crop, flip and the paper's colour perturbations, done on the device by genlab.augment),
+random crop, flip and the paper's colour perturbations, done on the device by genlab.data.augment),
 dropout ``--dropout`` (default 0.5, torchvision's Inception V3 value, before the classifier) and
 weight decay ``--weight-decay`` (default 4e-5). A model with no place for dropout (e.g. ``mlp:W``)
 runs the dropout rows without it, and the report says so.
@@ -29,10 +29,9 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .. import paper
-from ..errors import GenlabError
-from ..spec import RunSpec
-from .base import (
+from genlab import paper
+from genlab.errors import GenlabError
+from genlab.experiments.base import (
     Claim,
     Experiment,
     Options,
@@ -40,8 +39,8 @@ from .base import (
     Section,
     Task,
     TaskContext,
-    register_experiment,
 )
+from genlab.spec import RunSpec
 
 #: (label, condition, augmentation, dropout, weight decay), in the paper's order.
 ROWS = (
@@ -74,14 +73,15 @@ LOADERS = ("auto", "stream")
 
 def has_dropout(model: str) -> bool:
     """Whether ``model``'s factory has a place for dropout (takes a ``dropout`` argument)."""
-    from ..models import _takes_dropout, resolve_model
+    from genlab.models.registry import resolve_model
+    from genlab.models.registry import takes_dropout as _takes_dropout
 
     return _takes_dropout(resolve_model(model))
 
 
 def check_extra(o: Options) -> tuple[int, str]:
     """The --set image_size and loader values, checked: a one-line GenlabError if bad."""
-    from ..imagenet import DEFAULT_SIZE, MAX_SIZE
+    from genlab.data.sources.imagefolder import DEFAULT_SIZE, MAX_SIZE
 
     loader = o.extra.get("loader", "auto")
     if not isinstance(loader, str) or loader not in LOADERS:
@@ -99,7 +99,7 @@ def check_extra(o: Options) -> tuple[int, str]:
 
 
 def _dataset(o: Options) -> str:
-    from ..imagenet import imagefolder_name
+    from genlab.data.sources.imagefolder import imagefolder_name
 
     size, loader = check_extra(o)
     if o.dataset == "imagefolder":
@@ -131,8 +131,8 @@ def tasks(o: Options) -> list[Task]:
 def topk_accuracy(model: torch.nn.Module, x: Any, y: torch.Tensor, ks=(1, 5),
                   batch: int = 256) -> dict[int, float]:
     """Top-k accuracies in [0, 1] of ``model`` on images ``x`` (N, C, H, W; a tensor or
-    streamed :class:`genlab.streaming.ImageFiles`) with labels ``y`` (N,), in evaluation mode."""
-    from ..train import batches_of
+    streamed :class:`genlab.data.streaming.ImageFiles`) with labels ``y`` (N,), in evaluation mode."""
+    from genlab.training.loop import batches_of
 
     model.eval()
     hits = {k: 0 for k in ks}
@@ -149,10 +149,10 @@ def topk_task(params: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     """Reload a finished run's weights; top-1/top-5 on its train and test splits."""
     from safetensors.torch import load_file
 
-    from ..models import build_model
-    from ..runner import prepare
-    from ..store import Store
-    from ..train import resolve_device
+    from genlab.execution.prepare import prepare
+    from genlab.execution.store import Store
+    from genlab.models.registry import build_model
+    from genlab.training.loop import resolve_device
 
     store = Store.open(ctx.out)
     row = next((r for r in store.runs() if r["hash"] == params["run"]), None)
@@ -264,8 +264,9 @@ def report(results: Results, outdir: Path) -> Section:
     return sec
 
 
-register_experiment(Experiment(
+#: what this module contributes (genlab.experiments registers it)
+EXPERIMENT = Experiment(
     name="table2",
     description="Table 2: Inception V3 on an ImageFolder tree (ImageNet), regularizers, random "
                 "labels, top-1/top-5; runs data-parallel under torchrun",
-    defaults=DEFAULTS, grid=grid, report=report, summary=summary, tasks=tasks))
+    defaults=DEFAULTS, grid=grid, report=report, summary=summary, tasks=tasks)

@@ -1,7 +1,7 @@
 """``theorem1``: Zhang et al. (2017) Theorem 1 on a data set under each randomization condition.
 
 For every condition the training set (randomized) is fitted by the paper's two-layer ReLU
-construction ``c(x) = sum_j w_j relu(<a, x> - b_j)`` (:func:`genlab.theory.theorem1`), twice:
+construction ``c(x) = sum_j w_j relu(<a, x> - b_j)`` (:func:`genlab.theory.interpolation`), twice:
 with the class label as one real target (exactly 2n + d weights) and with one-hot targets
 (n k + n + d weights, prediction by argmax). The report gives the weights used, the largest
 residual, the conditioning of the triangular system, training accuracy (100%) and test accuracy
@@ -19,11 +19,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import paper
-from ..plots import new_figure, save_figure
-from ..theory import theorem1 as fit_theorem1
-from ..theory import theorem1_deep
-from .base import (
+from genlab import paper
+from genlab.experiments.base import (
     Claim,
     Experiment,
     Options,
@@ -32,9 +29,12 @@ from .base import (
     Task,
     TaskContext,
     conditions_of,
-    register_experiment,
 )
-from .kernels import check_dataset, load_data, number, peak_rss_mb
+from genlab.experiments.common import check_dataset, load_data, peak_rss_mb
+from genlab.experiments.plots import new_figure, save_figure
+from genlab.theory import theorem1 as fit_theorem1
+from genlab.theory import theorem1_deep
+from genlab.validation import number
 
 DEFAULTS = {"dataset": "digits", "conditions": list(paper.FIGURE1A_CONDITIONS),
             "corruptions": list(paper.FIGURE1_CORRUPTIONS), "seeds": [0], "train_size": 0,
@@ -206,7 +206,8 @@ def _claims(done: pd.DataFrame) -> list[Claim]:
     return claims
 
 
-register_experiment(Experiment(
+#: what this module contributes (genlab.experiments registers it)
+EXPERIMENT = Experiment(
     name="theorem1",
     description="Theorem 1: the 2n + d weight ReLU construction under each randomization",
-    defaults=DEFAULTS, grid=lambda o: [], report=report, summary=summary, tasks=tasks))
+    defaults=DEFAULTS, grid=lambda o: [], report=report, summary=summary, tasks=tasks)

@@ -25,12 +25,10 @@ from typing import Any
 
 import pandas as pd
 
-from .. import paper
-from ..errors import GenlabError
-from ..measures import kendall_tau
-from ..plots import new_figure, save_figure
-from ..spec import RunSpec
-from .base import (
+from genlab import paper
+from genlab.capacity.correlation import kendall_tau
+from genlab.errors import GenlabError
+from genlab.experiments.base import (
     Experiment,
     Figure,
     Options,
@@ -38,8 +36,9 @@ from .base import (
     Section,
     Task,
     TaskContext,
-    register_experiment,
 )
+from genlab.experiments.plots import new_figure, save_figure
+from genlab.spec import RunSpec
 
 EXTRA = {"d": 1000, "width": 2000, "m_min": 512, "m_max": 16384, "margin": 1.0,
          "scale": "cpu"}
@@ -73,7 +72,7 @@ def _settings(o: Options) -> dict[str, Any]:
     m = e["margin"]
     if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m < math.inf:
         raise GenlabError(f"--set margin must be a number >= 0, got {m!r}")
-    from ..hyperspheres import N_TRAIN
+    from genlab.data.sources.hyperspheres import N_TRAIN
 
     for k in ("m_min", "m_max"):
         if e[k] & (e[k] - 1):
@@ -89,7 +88,7 @@ def sizes(e: dict[str, Any]) -> list[int]:
 
 
 def grid(o: Options) -> list[RunSpec]:
-    from ..hyperspheres import register_hyperspheres
+    from genlab.data.sources.hyperspheres import register_hyperspheres
 
     e = _settings(o)
     dataset = o.dataset or register_hyperspheres(e["d"])
@@ -115,12 +114,12 @@ def tasks(o: Options) -> list[Task]:
 def uc_task(params: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     import torch
 
-    from .. import preprocess
-    from ..datasets import load_dataset
-    from ..hyperspheres import flip_to_other_sphere
-    from ..measures import accuracy, all_measures
-    from ..results import load_model
-    from ..train import logit_margins
+    from genlab.capacity.measures import accuracy, all_measures
+    from genlab.data import preprocess
+    from genlab.data.registry import load_dataset
+    from genlab.data.sources.hyperspheres import flip_to_other_sphere
+    from genlab.execution.results import load_model
+    from genlab.training.loop import logit_margins
 
     spec = RunSpec.from_dict(params["spec"])
     data = load_dataset(spec.dataset, data_dir=ctx.data_dir, train_size=spec.train_size,
@@ -227,7 +226,8 @@ def report(results: Results, outdir: Path) -> Section:
     return sec
 
 
-register_experiment(Experiment(
+#: what this module contributes (genlab.experiments registers it)
+EXPERIMENT = Experiment(
     name="uniform-convergence",
     description="Nagarajan-Kolter hyperspheres: test error vs error on S' vs m",
-    defaults=DEFAULTS, grid=grid, report=report, summary=summary, tasks=tasks))
+    defaults=DEFAULTS, grid=grid, report=report, summary=summary, tasks=tasks)

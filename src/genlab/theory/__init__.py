@@ -3,8 +3,20 @@
 Pure math on torch tensors, device-agnostic and chunked so that memory stays bounded.
 """
 
-from .double_descent import RandomFeaturesPoint, random_features, random_features_curve
-from .kernels import (
+from genlab.theory.interpolation import (
+    DeepTheorem1Net,
+    Theorem1DeepResult,
+    Theorem1Net,
+    Theorem1Result,
+    interleaved_biases,
+    interleaved_condition,
+    interleaved_matrix,
+    random_direction,
+    solve_interleaved,
+    theorem1,
+    theorem1_deep,
+)
+from genlab.theory.kernels import (
     CGResult,
     InterpolationResult,
     SGDPath,
@@ -20,19 +32,11 @@ from .kernels import (
     random_conv_features,
     sgd_least_squares,
 )
-from .ntk import NTKMLP, NTKLinear, empirical_ntk, relu_nngp, relu_ntk
-from .theorem1 import (
-    DeepTheorem1Net,
-    Theorem1DeepResult,
-    Theorem1Net,
-    Theorem1Result,
-    interleaved_biases,
-    interleaved_condition,
-    interleaved_matrix,
-    random_direction,
-    solve_interleaved,
-    theorem1,
-    theorem1_deep,
+from genlab.theory.ntk import NTKMLP, NTKLinear, empirical_ntk, relu_nngp, relu_ntk
+from genlab.theory.random_features import (
+    RandomFeaturesPoint,
+    random_features,
+    random_features_curve,
 )
 
 __all__ = [

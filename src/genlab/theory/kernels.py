@@ -23,86 +23,16 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ..errors import GenlabError
-
-#: Default element budget for one block of intermediate results (2**24 floats = 64 MiB float32).
-BLOCK_ELEMENTS = 2**24
+from genlab.errors import GenlabError
+from genlab.theory.arrays import as_matrix, as_tensor, blockwise, out_dtype, pair, rows_per_block
 
 Matvec = Callable[[Tensor], Tensor]
-
-
-# --- input handling ----------------------------------------------------------------------------
-
-
-def as_tensor(x: Any, name: str = "input") -> Tensor:
-    """Convert a tensor, NumPy array or nested list to a tensor (no copy when possible)."""
-    if isinstance(x, Tensor):
-        return x
-    try:
-        return torch.as_tensor(x)
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise GenlabError(f"{name} is not numeric array data ({type(x).__name__}): {e}") from e
-
-
-def as_matrix(x: Any, name: str = "input") -> Tensor:
-    """Flatten ``(n, ...)`` data to a floating ``(n, d)`` tensor (integers become float32)."""
-    t = as_tensor(x, name)
-    if t.ndim == 0:
-        raise GenlabError(f"{name} is a scalar; pass an array of shape (n, ...) with one row each")
-    t = t.reshape(t.shape[0], -1)
-    if not t.is_floating_point():
-        t = t.to(torch.float32)
-    # one cheap reduction first; the elementwise test only when the sum is not finite
-    if t.numel() and not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
-        raise GenlabError(f"{name} contains NaN or infinite values; clean the data first")
-    return t
-
-
-def _out_dtype(*ts: Tensor) -> torch.dtype:
-    dtype = torch.promote_types(ts[0].dtype, ts[-1].dtype)
-    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
-
-
-def rows_per_block(cols: int, budget: int = BLOCK_ELEMENTS) -> int:
-    """How many rows of a ``(rows, cols)`` intermediate fit in ``budget`` elements (>= 1)."""
-    return max(1, budget // max(1, cols))
-
-
-def _pair(X: Any, Z: Any | None) -> tuple[Tensor, Tensor]:
-    Xm = as_matrix(X, "X")
-    Zm = Xm if Z is None else as_matrix(Z, "Z")
-    if Xm.shape[1] != Zm.shape[1]:
-        raise GenlabError(
-            f"X has {Xm.shape[1]} features per row but Z has {Zm.shape[1]}; "
-            "pass inputs of the same shape"
-        )
-    if Xm.device != Zm.device:
-        raise GenlabError(f"X is on {Xm.device} but Z is on {Zm.device}; move them together")
-    return Xm, Zm
-
-
-# --- kernels -----------------------------------------------------------------------------------
-
-
-def _blockwise(X: Tensor, Z: Tensor, block: Callable[[Tensor], Tensor], chunk: int | None,
-               dtype: torch.dtype) -> Tensor:
-    """Fill an ``(n, m)`` matrix row block by row block with ``block(X[i:j]) -> (j - i, m)``."""
-    n, m = X.shape[0], Z.shape[0]
-    rows = chunk or rows_per_block(m + X.shape[1])
-    out = torch.empty(n, m, dtype=dtype, device=X.device)
-    for i in range(0, n, rows):
-        out[i:i + rows] = block(X[i:i + rows])
-    return out
-
-
 def linear_kernel(X: Any, Z: Any | None = None, *, chunk: int | None = None) -> Tensor:
     """Linear kernel ``K[i, j] = <x_i, z_j>``; X (n, ...), Z (m, ...) -> (n, m)."""
-    Xm, Zm = _pair(X, Z)
-    dtype = _out_dtype(Xm, Zm)
+    Xm, Zm = pair(X, Z)
+    dtype = out_dtype(Xm, Zm)
     Zt = Zm.to(dtype).T
-    return _blockwise(Xm, Zm, lambda xb: xb.to(dtype) @ Zt, chunk, dtype)
-
-
+    return blockwise(Xm, Zm, lambda xb: xb.to(dtype) @ Zt, chunk, dtype)
 def gaussian_kernel(X: Any, Z: Any | None = None, gamma: float = 0.02, *,
                     chunk: int | None = None) -> Tensor:
     """Gaussian kernel ``K[i, j] = exp(-gamma ||x_i - z_j||^2)``; X (n, ...), Z (m, ...) -> (n, m).
@@ -112,8 +42,8 @@ def gaussian_kernel(X: Any, Z: Any | None = None, gamma: float = 0.02, *,
     """
     if not gamma > 0:
         raise GenlabError(f"gaussian kernel needs gamma > 0, got {gamma}")
-    Xm, Zm = _pair(X, Z)
-    dtype = _out_dtype(Xm, Zm)
+    Xm, Zm = pair(X, Z)
+    dtype = out_dtype(Xm, Zm)
     Zc = Zm.to(dtype)
     z2 = (Zc * Zc).sum(1)
 
@@ -122,12 +52,8 @@ def gaussian_kernel(X: Any, Z: Any | None = None, gamma: float = 0.02, *,
         d2 = (xb * xb).sum(1, keepdim=True) + z2 - 2.0 * (xb @ Zc.T)
         return torch.exp(d2.clamp_min_(0.0).mul_(-gamma))
 
-    return _blockwise(Xm, Zm, block, chunk, dtype)
-
-
+    return blockwise(Xm, Zm, block, chunk, dtype)
 KERNELS = ("gaussian", "linear", "nngp", "ntk")
-
-
 def kernel_matrix(kind: str, X: Any, Z: Any | None = None, *, chunk: int | None = None,
                   **params: Any) -> Tensor:
     """Kernel matrix (n, m) of ``kind`` in :data:`KERNELS`, computed in row blocks.
@@ -141,18 +67,13 @@ def kernel_matrix(kind: str, X: Any, Z: Any | None = None, *, chunk: int | None 
         if kind == "linear":
             return linear_kernel(X, Z, chunk=chunk, **params)
         if kind in ("nngp", "ntk"):
-            from .ntk import relu_nngp, relu_ntk  # lazy: ntk imports this module
+            from genlab.theory.ntk import relu_nngp, relu_ntk  # lazy: ntk imports this module
 
             fn = relu_nngp if kind == "nngp" else relu_ntk
             return fn(X, Z, chunk=chunk, **params)
     except TypeError as e:  # an unknown keyword is a user error
         raise GenlabError(f"bad parameters {sorted(params)} for kernel {kind!r}: {e}") from e
     raise GenlabError(f"unknown kernel {kind!r}; choose one of {', '.join(KERNELS)}")
-
-
-# --- solving K alpha = Y -----------------------------------------------------------------------
-
-
 @dataclass
 class CGResult:
     """Conjugate-gradient solution X (n, k) with the iterations used and the worst column's
@@ -161,8 +82,6 @@ class CGResult:
     x: Tensor
     iterations: int
     relative_residual: float
-
-
 def conjugate_gradient(matvec: Matvec, B: Tensor, *, tol: float = 1e-8,
                        max_iter: int | None = None, x0: Tensor | None = None) -> CGResult:
     """Solve ``A X = B`` for symmetric positive (semi)definite A given only ``matvec(V) = A V``.
@@ -200,8 +119,6 @@ def conjugate_gradient(matvec: Matvec, B: Tensor, *, tol: float = 1e-8,
         iterations += 1
     rel = float((matvec(X) - B).norm(dim=0).div(bnorm).max()) if n else 0.0
     return CGResult(X, iterations, rel)
-
-
 def kernel_matvec(K: Tensor, ridge: float = 0.0, *, chunk: int | None = None) -> Matvec:
     """``V -> (K + ridge I) V`` in float64, upcasting K one row block at a time."""
     rows = chunk or rows_per_block(K.shape[1])
@@ -213,8 +130,6 @@ def kernel_matvec(K: Tensor, ridge: float = 0.0, *, chunk: int | None = None) ->
         return out + ridge * V if ridge else out
 
     return mv
-
-
 def implicit_kernel_matvec(kind: str, X: Any, *, chunk: int | None = None,
                            **params: Any) -> Matvec:
     """``V (n, k) -> K V`` in float64 for the kernel of ``kind`` on X (n, ...), recomputing K one
@@ -233,8 +148,6 @@ def implicit_kernel_matvec(kind: str, X: Any, *, chunk: int | None = None,
         return out
 
     return mv
-
-
 @dataclass
 class InterpolationResult:
     """Solution of ``(K + ridge I) alpha = Y``.
@@ -255,8 +168,6 @@ class InterpolationResult:
     relative_residual: float
     jitter: float
     iterations: int
-
-
 def _cholesky_with_jitter(A: Tensor, max_rel_jitter: float, first: float) -> tuple[Tensor, float]:
     """Cholesky factor of ``A + jitter I``: jitter 0 first, then ``first`` times the mean diagonal,
     growing 10x per failure up to ``max_rel_jitter``. A (owned by the caller) is modified in
@@ -273,8 +184,6 @@ def _cholesky_with_jitter(A: Tensor, max_rel_jitter: float, first: float) -> tup
             raise RuntimeError("matrix is not numerically positive definite")
         A.diagonal().add_(rel * scale - added)  # in place: no second n x n copy
         added = rel * scale
-
-
 def min_norm_interpolate(
     K: Tensor | Matvec,
     Y: Any,
@@ -347,8 +256,6 @@ def min_norm_interpolate(
     rel = float(sys_res.norm() / Y2.norm().clamp_min(torch.finfo(torch.float64).tiny))
     return InterpolationResult(alpha.reshape(-1) if vector else alpha, used, rkhs, max_res, rel,
                                jitter, iters)
-
-
 def _cholesky_solve(K: Tensor, Y: Tensor, ridge: float, system: Matvec, max_bytes: int,
                     max_rel_jitter: float, refine_steps: int
                     ) -> tuple[Tensor | None, str, float, int, str]:
@@ -384,8 +291,6 @@ def _cholesky_solve(K: Tensor, Y: Tensor, ridge: float, system: Matvec, max_byte
             alpha = alpha + solve(R)
             steps += 1
     return alpha, name, jitter, steps, ""
-
-
 def predict(K_test_train: Tensor, alpha: Tensor, *, chunk: int | None = None) -> Tensor:
     """Kernel predictions ``K_test_train @ alpha``: (m, n) @ (n,) or (n, k) -> (m,) or (m, k),
     in float64, row block by row block."""
@@ -397,8 +302,6 @@ def predict(K_test_train: Tensor, alpha: Tensor, *, chunk: int | None = None) ->
     a = alpha.to(torch.float64).reshape(alpha.shape[0], -1)
     out = kernel_matvec(K_test_train, chunk=chunk)(a.to(K_test_train.device))
     return out.reshape(-1) if alpha.ndim == 1 else out
-
-
 def min_norm_lstsq(A: Tensor, B: Tensor, rcond: float | None = None) -> Tensor:
     """Minimum-norm least-squares solution ``pinv(A) B`` via the SVD, in float64 on A's device.
 
@@ -417,11 +320,6 @@ def min_norm_lstsq(A: Tensor, B: Tensor, rcond: float | None = None) -> Tensor:
         inv = torch.where(S > cutoff, 1.0 / S.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
         x = Vh.T @ (inv[:, None] * (U.T @ B2))
     return x.reshape(-1) if B.ndim == 1 else x
-
-
-# --- random convolutional features ---------------------------------------------------------------
-
-
 def random_conv_features(
     X: Any,
     n_filters: int,
@@ -466,11 +364,6 @@ def random_conv_features(
             act = F.relu(F.conv2d(xb, filt[j:j + f_chunk], stride=stride))
             out[i:i + n_chunk, j:j + f_chunk] = F.adaptive_avg_pool2d(act, pool)
     return out.reshape(N, -1)
-
-
-# --- SGD on least squares ------------------------------------------------------------------------
-
-
 @dataclass
 class SGDPath:
     """SGD on ``(1 / 2B) ||X_B w - Y_B||^2`` from ``w = 0``.
@@ -487,8 +380,6 @@ class SGDPath:
     w: Tensor
     w_min_norm: Tensor
     lr: float
-
-
 def sgd_least_squares(
     X: Any,
     Y: Any,

@@ -33,8 +33,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
-from ..errors import GenlabError
-from .kernels import _pair, rows_per_block
+from genlab.errors import GenlabError
+from genlab.theory.arrays import pair as _pair
+from genlab.theory.arrays import rows_per_block
 
 
 def _check_depth(depth: int, sigma_w2: float, sigma_b2: float) -> None:

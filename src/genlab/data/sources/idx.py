@@ -1,0 +1,175 @@
+"""genlab.data.sources.idx: split from genlab.data.registry. TODO docstring."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from genlab.data.locations import (
+    CHUNK,
+    MAX_DATA_BYTES,
+    debian_fashion_mnist_dirs,
+    download_root,
+    how_to_get,
+    images_u8,
+    is_file,
+    not_found,
+    os_error,
+    read_up_to,
+    search_roots,
+    torchvision_fetch,
+)
+from genlab.data.registry import Dataset, build_dataset
+from genlab.errors import GenlabError
+
+_IDX_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"),
+               0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+def _read_idx_stream(stream: Any, path: Path, gz: bool, on_disk: int, redo: str) -> np.ndarray:
+    """The array of an open IDX stream (gunzipped when ``gz``; ``on_disk``: the file's size).
+
+    The header's dims fix the data's length, so no more than that (plus one byte, to tell a
+    longer body) is ever read or decompressed: a gzip bomb is refused after at most
+    ``CHUNK`` bytes past the size its header claims.
+    """
+    what = "its decompressed data" if gz else "the file"
+    magic = read_up_to(stream, 4, path, gz, redo)
+    if (len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES
+            or magic[3] == 0):
+        shown = magic.hex() or "(empty file)"
+        raise GenlabError(f"{path} is not an IDX file (magic number {shown}); {redo}")
+    ndim = magic[3]
+    header = 4 + 4 * ndim
+    raw_dims = read_up_to(stream, 4 * ndim, path, gz, redo)
+    if len(raw_dims) < 4 * ndim:
+        raise GenlabError(f"corrupt IDX file {path}: header needs {header} bytes, {what} has "
+                          f"{4 + len(raw_dims)}; {redo}")
+    dims = struct.unpack(f">{ndim}I", raw_dims)
+    dtype = _IDX_DTYPES[magic[2]]
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: no overflow for absurd dims
+    if expected > MAX_DATA_BYTES:
+        raise GenlabError(f"corrupt IDX file {path}: its header claims dims "
+                          f"{' x '.join(map(str, dims))} ({expected} bytes of data), more than "
+                          f"genlab reads from one file ({MAX_DATA_BYTES} bytes); {redo}")
+    if not gz and on_disk - header != expected:
+        raise GenlabError(f"corrupt IDX file {path}: expected {expected} bytes of data, found "
+                          f"{on_disk - header}; {redo}")
+    data = bytearray()
+    while len(data) < expected:
+        chunk = read_up_to(stream, min(CHUNK, expected - len(data)), path, gz, redo)
+        if not chunk:
+            break
+        data += chunk
+    if len(data) < expected:
+        raise GenlabError(f"corrupt IDX file {path}: expected {expected} bytes of data, found "
+                          f"{len(data)}; {redo}")
+    if read_up_to(stream, 1, path, gz, redo):  # at a gzip file's end: checks its CRC too
+        raise GenlabError(f"corrupt IDX file {path}: expected {expected} bytes of data (dims "
+                          f"{' x '.join(map(str, dims))}), {what} holds more; {redo}")
+    array = np.frombuffer(data, dtype=dtype).reshape(dims)  # writable: shares ``data``
+    return array if dtype.isnative else array.astype(dtype.newbyteorder("="))
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (raw or gzipped) into a native-endian array of the stored shape.
+
+    Validates the magic number (two zero bytes, a known dtype code, ndim >= 1) and that the data
+    is exactly as long as the header says (at most :data:`MAX_DATA_BYTES`), reading a gzipped
+    file chunk by chunk so that no more than that is ever decompressed; anything else raises
+    GenlabError naming ``path``.
+    """
+    path = Path(path)
+    redo = "delete it and download again"
+    try:
+        fh = path.open("rb")
+    except (OSError, ValueError) as exc:
+        raise os_error(path, exc, redo) from exc
+    with fh:
+        try:
+            on_disk = os.fstat(fh.fileno()).st_size
+            gz = fh.read(2) == b"\x1f\x8b"
+            fh.seek(0)
+        except OSError as exc:
+            raise os_error(path, exc, redo) from exc
+        if not gz:
+            return _read_idx_stream(fh, path, False, on_disk, redo)
+        with gzip.GzipFile(fileobj=fh, mode="rb") as stream:
+            return _read_idx_stream(stream, path, True, on_disk, redo)
+_IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+              "t10k-labels-idx1-ubyte")
+def _idx_file(folder: Path, base: str) -> Path | None:
+    for name in (base, base + ".gz"):  # the uncompressed copy is faster to read
+        if is_file(folder / name):
+            return folder / name
+    return None
+def _idx_images_labels(images_path: Path, labels_path: Path,
+                       num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    redo = "delete them and download again"
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise GenlabError(f"{images_path} should hold uint8 images (N, H, W), found "
+                          f"{images.dtype} {images.shape}; {redo}")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise GenlabError(f"{labels_path} holds {labels.shape} labels for {len(images)} images "
+                          f"in {images_path}; {redo}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise GenlabError(f"{labels_path} has labels outside 0..{num_classes - 1}; {redo}")
+    return images_u8(images[:, None]), torch.from_numpy(labels.astype(np.int64))
+def _load_idx_set(name: str, title: str, tv_class: str, classes: Sequence[str],
+                  data_dir: Path | None, download: bool, extra: Sequence[Path],
+                  hint: str) -> Dataset:
+    """Find the four IDX files (flat or ``ROOT/<tv_class>/raw``), downloading if allowed."""
+    looked: list[Path] = []
+    partial: tuple[Path, list[str]] | None = None
+
+    def search(roots: Sequence[Path]) -> Path | None:
+        nonlocal partial
+        for root in roots:
+            for folder in (root, root / tv_class / "raw"):
+                looked.append(folder)
+                files = [_idx_file(folder, base) for base in _IDX_NAMES]
+                if all(files):
+                    return folder
+                if any(files) and partial is None:
+                    partial = (folder, [b for b, f in zip(_IDX_NAMES, files, strict=True)
+                                        if f is None])
+        return None
+
+    folder = search(search_roots(data_dir, extra))
+    if folder is None and download:
+        root = download_root(data_dir)
+        torchvision_fetch(lambda tvd, r: getattr(tvd, tv_class)(str(r), download=True), root,
+                           title, looked, hint)
+        folder = search([root])
+    if folder is None:
+        if partial is not None:
+            where, missing = partial
+            split = ("training split" if all(m.startswith("train") for m in missing)
+                     else "test split" if all(m.startswith("t10k") for m in missing)
+                     else "data")
+            others = ", ".join(str(p) for p in looked if p != where)
+            raise GenlabError(f"{title} {split} is missing: {where} lacks "
+                              f"{', '.join(m + '[.gz]' for m in missing)} (genlab also looked "
+                              f"in: {others}); {how_to_get(hint, '')}")
+        raise not_found(title, looked, hint)
+    paths = [_idx_file(folder, base) for base in _IDX_NAMES]
+    x_train, y_train = _idx_images_labels(paths[0], paths[1], len(classes))
+    x_test, y_test = _idx_images_labels(paths[2], paths[3], len(classes))
+    return build_dataset(name, x_train, y_train, x_test, y_test, classes, f"{title} IDX files in {folder}")
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                         "Sneaker", "Bag", "Ankle boot")
+DIGIT_CLASSES = tuple(str(i) for i in range(10))
+def load_fashion_mnist(data_dir: Path | None, download: bool) -> Dataset:
+    hint = ("pass --data-dir DIR holding the four IDX files (train-images-idx3-ubyte[.gz], ...), "
+            "set GENLAB_DATA, `apt-get install dataset-fashion-mnist`")
+    return _load_idx_set("fashion-mnist", "Fashion-MNIST", "FashionMNIST", FASHION_MNIST_CLASSES,
+                         data_dir, download, debian_fashion_mnist_dirs(), hint)
+def load_mnist(data_dir: Path | None, download: bool) -> Dataset:
+    hint = ("pass --data-dir DIR holding the four IDX files (train-images-idx3-ubyte[.gz], ...), "
+            "set GENLAB_DATA")
+    return _load_idx_set("mnist", "MNIST", "MNIST", DIGIT_CLASSES, data_dir, download, (), hint)

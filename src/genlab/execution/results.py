@@ -1,0 +1,119 @@
+"""Results as pandas DataFrames: ``load(out)`` and ``export(out, format)``."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+from safetensors.torch import load_file
+
+from genlab.data.conditions import corruption_level
+from genlab.errors import GenlabError
+from genlab.execution.files import atomic_write, owned_dir
+from genlab.execution.store import Store
+from genlab.models.registry import build_model
+from genlab.spec import RunSpec
+
+#: Recipe fields renamed when flattened, where they would clash with a result column.
+_RENAMED = {"epochs": "max_epochs"}
+EXPORT_FORMATS = ("csv", "parquet", "json")
+
+
+def runs_frame(rows: list[dict]) -> pd.DataFrame:
+    """Flatten store rows: one column per spec field (recipe fields inline) and per result."""
+    out = []
+    for r in rows:
+        spec = RunSpec.from_dict(json.loads(r["spec"]))
+        flat = {"hash": r["hash"], "dataset": spec.dataset, "model": spec.model,
+                "condition": spec.condition, "corruption": corruption_level(spec.condition),
+                "seed": spec.seed, "train_size": spec.train_size, "test_size": spec.test_size,
+                "preprocess": spec.preprocess, "augment": spec.augment, "dropout": spec.dropout}
+        for k, v in spec.to_dict()["recipe"].items():
+            flat[_RENAMED.get(k, k)] = v
+        for k, v in r.items():
+            if k not in ("hash", "spec", "extra", "owner", "heartbeat"):
+                flat[k] = v
+        flat.update(json.loads(r.get("extra") or "{}"))
+        flat["spec"] = r["spec"]
+        out.append(flat)
+    df = pd.DataFrame(out)
+    if len(df):  # a run still training (or killed) has no reason and no results yet
+        df["reason"] = df["reason"].fillna("").astype(str)
+    return df
+
+
+def tasks_frame(rows: list[dict]) -> pd.DataFrame:
+    """Flatten task rows: kind, status, timings, then one column per param and per result."""
+    out = []
+    for r in rows:
+        flat = {k: r[k] for k in ("hash", "kind", "status", "reason", "wall_time_s")}
+        flat.update(json.loads(r["params"]).get("params", {}))
+        flat.update(json.loads(r["result"] or "{}"))
+        out.append(flat)
+    return pd.DataFrame(out)
+
+
+def load(out: str | Path, experiment: str | None = None, *, curves: bool = False,
+         tasks: bool = False) -> pd.DataFrame:
+    """Runs in results folder ``out`` as a DataFrame (one row per run), or their curves.
+
+    ``experiment`` restricts to the runs one experiment asked for. With ``curves=True`` the
+    frame has one row per evaluation (columns hash, step, epoch, lr, train/test loss and
+    accuracy, seconds) joined with each run's dataset, model, condition and seed. With
+    ``tasks=True`` it has one row per task (non-training computation), params and results
+    as columns.
+    """
+    store = Store.open(out)
+    if tasks:
+        return tasks_frame(store.tasks(experiment))
+    runs = runs_frame(store.runs(experiment))
+    if not curves:
+        return runs
+    c = pd.DataFrame(store.curves(list(runs["hash"]) if len(runs) else []))
+    if c.empty:
+        return c
+    keys = ["hash", "dataset", "model", "condition", "corruption", "seed"]
+    return c.merge(runs[keys], on="hash", how="left")
+
+
+def export(out: str | Path, fmt: str, dest: str | Path | None = None) -> list[Path]:
+    """Write ``runs.<fmt>``, ``curves.<fmt>`` and ``tasks.<fmt>`` for ``out``; returns paths."""
+    if fmt not in EXPORT_FORMATS:
+        raise GenlabError(
+            f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    frames = {"runs": load(out), "curves": load(out, curves=True),
+              "tasks": load(out, tasks=True)}
+    dest = owned_dir(Path(dest) if dest else Path(out) / "export")
+    writers = {"csv": lambda df, f: df.to_csv(f, index=False),
+               "parquet": lambda df, f: df.to_parquet(f, index=False),
+               "json": lambda df, f: f.write(df.to_json(orient="records", indent=1).encode())}
+    paths = []
+    for name, df in frames.items():
+        buf = io.BytesIO()
+        writers[fmt](df, buf)
+        paths.append(atomic_write(dest / f"{name}.{fmt}", buf.getvalue()))
+    return paths
+
+
+def load_model(out: str | Path, run_hash: str, *, initial: bool = False) -> torch.nn.Module:
+    """The trained model of a finished run (or, with ``initial``, its weights at step 0).
+
+    Initial weights are rebuilt from the spec's seed, as the run built them.
+    """
+    store = Store.open(out)
+    row = next((r for r in store.runs() if r["hash"].startswith(run_hash)), None)
+    if row is None:
+        raise GenlabError(f"no run {run_hash!r} in {out}; genlab.load(out) lists the hashes")
+    spec = RunSpec.from_dict(json.loads(row["spec"]))
+    extra = json.loads(row.get("extra") or "{}")
+    torch.manual_seed(spec.seed)
+    model = build_model(spec.model, extra["input_shape"], extra["num_classes"])
+    if not initial:
+        path = store.model_path(row["hash"])
+        if not path.exists():
+            raise GenlabError(f"run {run_hash} has no saved weights ({path}); it did not finish")
+        model.load_state_dict(load_file(str(path)))
+    return model.eval()
