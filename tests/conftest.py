@@ -4,6 +4,12 @@ import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+# matplotlib writes its font cache under $XDG_CACHE_HOME when pyplot is first imported. `import
+# genlab` no longer imports it (names load lazily), but the mnist1d package does, inside tests that
+# point XDG_CACHE_HOME at their tmp_path and check that nothing was written there; import it
+# here, once, as importing genlab used to.
+import matplotlib.pyplot  # noqa: E402,F401
+
 
 @pytest.fixture
 def digits_small():

@@ -17,7 +17,7 @@ import torch
 from genlab.data import locations
 from genlab.data import registry as datasets
 from genlab.data.registry import Dataset, load_dataset, stratified_indices, subset
-from genlab.data.sources import idx, packaged
+from genlab.data.sources import cifar, idx, packaged
 from genlab.data.sources.idx import read_idx
 from genlab.errors import GenlabError
 
@@ -170,8 +170,8 @@ def test_register_custom_loader(monkeypatch: pytest.MonkeyPatch):
     def loader(data_dir, download):
         calls.append((data_dir, download))
         x = torch.zeros(4, 1, 2, 2)
-        return datasets.build_dataset("tiny", x, torch.tensor([0, 1, 0, 1]), x, torch.tensor([0, 1, 0, 1]),
-                               ["a", "b"], "test")
+        return datasets.build_dataset("tiny", x, torch.tensor([0, 1, 0, 1]), x,
+                                      torch.tensor([0, 1, 0, 1]), ["a", "b"], "test")
 
     datasets.register_dataset("tiny", loader, "tiny one")
     load_dataset("tiny", data_dir="/nowhere", download=True)
@@ -395,7 +395,7 @@ def test_download_uses_torchvision_then_own_reader(tmp_path: Path,
             calls.append((root, download))
             make_idx_set(Path(root) / "FashionMNIST" / "raw", gz=True, n_train=20)
 
-    monkeypatch.setattr(datasets, "_torchvision_datasets",
+    monkeypatch.setattr(locations, "_torchvision_datasets",
                         lambda: SimpleNamespace(FashionMNIST=FakeFashionMNIST))
     with pytest.raises(GenlabError, match="not found"):
         load_dataset("fashion-mnist", data_dir=tmp_path / "dl")
@@ -409,7 +409,7 @@ def test_download_failure_is_one_line(tmp_path: Path, monkeypatch: pytest.Monkey
         def __init__(self, root: str, download: bool = False) -> None:
             raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried mirrors")
 
-    monkeypatch.setattr(datasets, "_torchvision_datasets", lambda: SimpleNamespace(MNIST=Offline))
+    monkeypatch.setattr(locations, "_torchvision_datasets", lambda: SimpleNamespace(MNIST=Offline))
     with pytest.raises(GenlabError) as err:
         load_dataset("mnist", download=True)
     msg = str(err.value)
@@ -517,7 +517,7 @@ def test_pickled_object_array_is_refused(tmp_path: Path):
     batch["labels"] = np.array([1, 2, 3], dtype=object)
     write_pickle(tmp_path / "x", batch)
     with pytest.raises(GenlabError, match="refusing to load .*Python objects"):
-        datasets.load_cifar_pickle(tmp_path / "x")
+        cifar.load_cifar_pickle(tmp_path / "x")
 
 
 def test_corrupt_cifar_files(tmp_path: Path):
@@ -641,7 +641,7 @@ def test_mnist1d_is_generated_offline_without_touching_global_rng(tmp_path: Path
     monkeypatch.chdir(tmp_path)  # the package's get_dataset would write a pickle here
     # The defaults give 4000 / 1000; generate a fifth of that to keep the test fast.
     assert (packaged.MNIST1D_NUM_SAMPLES, packaged.MNIST1D_TRAIN_SPLIT) == (5000, 0.8)
-    monkeypatch.setattr(datasets, "MNIST1D_NUM_SAMPLES", 1000)
+    monkeypatch.setattr(packaged, "MNIST1D_NUM_SAMPLES", 1000)
     np.random.seed(123)
     random.seed(123)
     ds = load_dataset("mnist1d")

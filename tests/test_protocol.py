@@ -163,7 +163,7 @@ def test_bad_augmentation_names():
 
 
 def test_spec_validation_errors():
-    with pytest.raises(GenlabError, match="--dropout must be in"):
+    with pytest.raises(GenlabError, match="dropout must be in"):
         RunSpec("digits", "mlp1x512", dropout=1.5).validate()
     with pytest.raises(GenlabError, match="unknown preprocessing"):
         RunSpec("digits", "mlp1x512", preprocess="zca").validate()

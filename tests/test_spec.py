@@ -42,5 +42,5 @@ def test_optional_recipe_fields_enter_the_spec_only_when_set():
     assert wide.to_dict()["recipe"]["target_margin"] == 2.0 and wide.hash != base.hash
     assert RunSpec.from_dict(wide.to_dict()) == wide
     assert RunSpec.from_dict(base.to_dict()) == base
-    with pytest.raises(GenlabError, match="target-margin"):
+    with pytest.raises(GenlabError, match="target_margin"):
         base.replace(target_margin=-1.0).validate()

@@ -119,7 +119,7 @@ GRID = ["run", "grid", "--dataset", "digits", "--model", "mlp:8", "--epochs", "1
     (["--weight-decay", "inf"], "weight"),
     (["--momentum", "nan"], "momentum"),
     (["--lr-decay", "nan"], "lr-decay"),
-    (["--target-margin", "inf"], "target_margin"),
+    (["--target-margin", "inf"], "target-margin"),
     (["--seeds", str(2**64)], "seed"),
     (["--seeds", "-1"], "seed"),
 ])

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from genlab.errors import GenlabError
-from genlab.theory.random_features import random_features, random_features_curve
+from genlab.theory.random_feature_models import random_features, random_features_curve
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

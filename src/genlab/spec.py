@@ -9,11 +9,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from genlab.errors import GenlabError
-from genlab.validation import is_real, is_whole
+from genlab.validation import check_backend, is_real, is_whole
 
 #: Bumped when the meaning of a field changes, so old results never pass for new ones.
 SPEC_VERSION = 1
@@ -100,7 +101,8 @@ class Recipe:
         for ok, msg in checks:
             if not ok:
                 raise GenlabError(msg, param=msg.split(" ", 1)[0])
-        # a compile backend's name is checked by genlab.execution.sweep.check_specs (needs torch)
+        if self.compile:
+            check_backend(self.compile)
 
 
 #: seeds go to torch.manual_seed and torch.Generator.manual_seed, which take [0, 2**64)
@@ -116,6 +118,12 @@ RECIPE_OPTIONAL: dict[str, Any] = {"target_margin": 0.0, "compile": ""}
 #: their defaults, like :data:`RECIPE_OPTIONAL`
 SPEC_OPTIONAL: dict[str, Any] = {"preprocess": "normalize", "augment": "", "dropout": 0.0,
                                  "model_id": ""}
+
+
+#: ``check(spec)`` for the names a spec refers to that live in the registries of the layers
+#: above it (preprocessing, augmentation): genlab.data appends its own on import, so that
+#: :meth:`RunSpec.validate` checks them without spec importing data
+NAME_CHECKS: list[Callable[[RunSpec], None]] = []
 
 
 @dataclass(frozen=True)
@@ -196,6 +204,6 @@ class RunSpec:
             raise GenlabError(f"dropout must be in [0, 1), got {self.dropout!r}", param="dropout")
         if not isinstance(self.recipe, Recipe):
             raise GenlabError(f"recipe must be a genlab.Recipe, got {type(self.recipe).__name__}")
-        # the names of preprocessing and augmentation are checked against the data layer's
-        # registries by genlab.execution.sweep.check_specs, which every run goes through
+        for check in NAME_CHECKS:  # names that live in registries of the layers above
+            check(self)
         self.recipe.validate()

@@ -74,3 +74,14 @@ def check_path(path: str | Path, what: str = "path") -> Path:
                               f"and file name must be at most {NAME_MAX} bytes: choose a "
                               "shorter one")
     return p
+
+
+def check_backend(backend: str) -> None:
+    """Raise a one-line :class:`GenlabError` unless ``backend`` is a torch.compile backend."""
+    import torch._dynamo
+
+    known = torch._dynamo.list_backends(exclude_tags=())
+    if backend not in known:
+        raise GenlabError(f"unknown torch.compile backend {backend!r}; choose one of "
+                          f"{', '.join(sorted(known))} (inductor is the default of --compile)",
+                          param="compile")

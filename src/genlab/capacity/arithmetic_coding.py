@@ -1,7 +1,7 @@
 """A static-model binary arithmetic coder (integer range coding), written for genlab.
 
-The compression bound (:mod:`genlab.capacity.compression`) charges the KL term with the length of a real,
-decodable message, so the quantized subspace coordinates are actually coded here.
+The compression bound (:mod:`genlab.capacity.compression`) charges the KL term with the length of a
+real, decodable message, so the quantized subspace coordinates are actually coded here.
 
 Coder: the classic integer arithmetic coder with E1/E2/E3 renormalisation (the interval [low,
 high] of P-bit integers is doubled, emitting a bit or deferring one, whenever it lies in a half or

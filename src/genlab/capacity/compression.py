@@ -6,8 +6,8 @@
    stored: (seed, shapes) rebuild it, and P z = vec(A Z B^T) costs O(D1 d1 d2 + D1 D2 d2).
 2. Quantization: z is clustered into L levels (1-D k-means), then the L level values are
    fine-tuned by gradient descent on the training loss with the assignments fixed.
-3. Coding (:func:`encode_quantized`, :mod:`genlab.capacity.arithmetic_coding`): the quantized model is
-   written as one prefix-free bit stream: Elias-gamma codes of d and L, the index of the
+3. Coding (:func:`encode_quantized`, :mod:`genlab.capacity.arithmetic_coding`): the quantized
+   model is written as one prefix-free bit stream: Elias-gamma codes of d and L, the index of the
    hyperparameter configuration among ``n_configs`` fixed in advance (ceil(log2 n_configs)
    bits), the L symbol counts (ceil(log2(d+1)) bits each: the static model's frequency table),
    the L codebook values (IEEE floats, 32 bits each), then the d cluster assignments,

@@ -1,4 +1,5 @@
-"""genlab.capacity.correlation: split from genlab.capacity.measures. TODO docstring."""
+"""How well a measure ranks generalization: Kendall's tau and the granulated Kendall
+coefficient of Jiang et al. (2020)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from genlab.errors import GenlabError
 def _sign_matrix(v: np.ndarray) -> np.ndarray:
     # comparisons, not subtraction: inf - inf would be NaN, inf vs inf is a tie
     return (v[:, None] > v[None, :]).astype(np.int64) - (v[:, None] < v[None, :])
+
+
 def kendall_tau(x: Sequence[float], y: Sequence[float], variant: str = "b") -> float:
     """Kendall rank correlation of two equal-length sequences, as a float in [-1, 1].
 
@@ -39,10 +42,14 @@ def kendall_tau(x: Sequence[float], y: Sequence[float], variant: str = "b") -> f
         raise GenlabError(f"kendall_tau variant must be 'a' or 'b', got {variant!r}")
     tau = stats.kendalltau(xa, ya).statistic
     return 0.0 if not np.isfinite(tau) else float(tau)
+
+
 def _records(data: Any) -> list[Mapping[str, Any]]:
     if hasattr(data, "to_dict"):  # a pandas DataFrame
         return list(data.to_dict("records"))
     return list(data)
+
+
 def granulated_kendall(
     records: Any,
     measure: str,

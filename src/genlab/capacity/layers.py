@@ -1,4 +1,6 @@
-"""genlab.capacity.layers: split from genlab.capacity.measures. TODO docstring."""
+"""A network as a list of linear layers (:class:`LayerInfo`): weights as matrices, convolutions
+with their input sizes, BatchNorm folded into the layer before it. Every norm-based measure
+reads networks through this view."""
 
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ _UNSUPPORTED = tuple(
 # modules that are the identity in eval mode: a BatchNorm after them still folds
 _TRANSPARENT = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
                 nn.AlphaDropout)
+
+
 @dataclass(frozen=True)
 class LayerInfo:
     """One linear map of the network, with any following BatchNorm folded in.
@@ -54,10 +58,16 @@ class LayerInfo:
     def shape(self) -> tuple[int, int]:
         """(out, fan_in) of the weight matrix."""
         return (int(self.weight.shape[0]), int(self.weight.shape[1]))
+
+
 def _f64(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.detach().to("cpu", torch.float64).clone()
+
+
 def _pair(v: Any) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
 def _layer_from(name: str, mod: nn.Module) -> LayerInfo:
     w = _f64(mod.weight)
     if isinstance(mod, nn.Linear):
@@ -74,6 +84,8 @@ def _layer_from(name: str, mod: nn.Module) -> LayerInfo:
         name=name, kind="conv2d", weight=w.reshape(w.shape[0], -1), bias=_f64(mod.bias),
         kernel=w, stride=_pair(mod.stride), padding=pad, dilation=_pair(mod.dilation),
     )
+
+
 def _fold_bn(layer: LayerInfo, name: str, bn: nn.Module) -> LayerInfo:
     """Fold an eval-mode BatchNorm into the preceding layer.
 
@@ -100,6 +112,8 @@ def _fold_bn(layer: LayerInfo, name: str, bn: nn.Module) -> LayerInfo:
         bias=(bias - mean) * scale + beta, kernel=kernel, stride=layer.stride,
         padding=layer.padding, dilation=layer.dilation, input_hw=layer.input_hw, folded_bn=name,
     )
+
+
 def _walk(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     """(name, module) pairs in forward order, honouring ``model.measure_modules()``."""
     chosen = getattr(model, "measure_modules", None)
@@ -112,14 +126,20 @@ def _walk(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
             raise GenlabError(f"measure_modules() returned a {type(mod).__name__} that is not a "
                               "submodule of the model")
         yield from mod.named_modules(prefix=names[id(mod)])
+
+
 def _branches(mod: nn.Module) -> bool:
     """A container whose own forward (not nn.Sequential's) runs parametrised submodules: its
     forward order (e.g. Inception's parallel branches) is not its registration order."""
     if next(mod.children(), None) is None or type(mod).forward is nn.Sequential.forward:
         return False
     return any(True for _ in mod.parameters())
+
+
 def _own_params(mod: nn.Module) -> bool:
     return any(True for _ in mod.parameters(recurse=False))
+
+
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     # restore each submodule's own flag: a model may be deliberately in a mixed state
@@ -130,9 +150,13 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, was_training in flags:
             m.training = was_training
+
+
 def device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     p = next(model.parameters(), None)
     return (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.float32)
+
+
 def _conv_input_sizes(model: nn.Module, names: set[str], input_shape: Sequence[int]
                       ) -> dict[str, tuple[int, int]]:
     """Spatial input size of each named conv, found by a forward pass on one zero example."""
@@ -153,6 +177,8 @@ def _conv_input_sizes(model: nn.Module, names: set[str], input_shape: Sequence[i
         for h in handles:
             h.remove()
     return sizes
+
+
 def linear_layers(model: nn.Module, input_shape: Sequence[int] | None = None) -> list[LayerInfo]:
     """The network's linear maps in forward order, BatchNorms folded in (eval-mode semantics).
 
@@ -192,9 +218,13 @@ def linear_layers(model: nn.Module, input_shape: Sequence[int] | None = None) ->
         sizes = _conv_input_sizes(model, convs, input_shape) if convs else {}
         layers = [dataclasses.replace(lay, input_hw=sizes.get(lay.name)) for lay in layers]
     return layers
+
+
 def param_count(model: nn.Module) -> int:
     """Number of scalar parameters (all of them, trainable or not)."""
     return sum(p.numel() for p in model.parameters())
+
+
 def max_width(layers: Sequence[LayerInfo]) -> int:
     """Largest weight-matrix dimension max_i max(out_i, fan_in_i) (includes the input size).
 

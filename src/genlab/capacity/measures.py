@@ -69,9 +69,13 @@ __all__ = [
     "sharpness_sigma",
     "spectral_norms",
 ]
+
+
 def frobenius_sq_sum(layers: Sequence[LayerInfo]) -> float:
     """sum_i ||W_i||_F^2 over the (folded) weight matrices, biases excluded."""
     return float(sum(lay.weight.pow(2).sum() for lay in layers))
+
+
 def conv_operator_norm_fft(
     kernel: torch.Tensor, input_hw: tuple[int, int], dilation: tuple[int, int] = (1, 1)
 ) -> float:
@@ -99,6 +103,8 @@ def conv_operator_norm_fft(
             full[:, :, (a * dilation[0]) % h, (b * dilation[1]) % w] += k[:, :, a, b]
     per_freq = torch.fft.fft2(full).permute(2, 3, 0, 1)  # (H, W, out, in) complex
     return float(_largest_singular_value(per_freq).max())
+
+
 def _largest_singular_value(a: torch.Tensor) -> torch.Tensor:
     """sigma_max of each matrix in a (..., r, c) batch: sqrt of the top eigenvalue of the
     smaller Gram matrix (eigvalsh on min(r, c)^2 is much cheaper than a full SVD, and the top
@@ -106,6 +112,8 @@ def _largest_singular_value(a: torch.Tensor) -> torch.Tensor:
     at = a.transpose(-2, -1).conj()
     gram = a @ at if a.shape[-2] <= a.shape[-1] else at @ a
     return torch.linalg.eigvalsh(gram)[..., -1].clamp_min(0.0).sqrt()
+
+
 def _spectral_norm(layer: LayerInfo, conv_norm: str) -> float:
     if layer.kind == "conv2d" and conv_norm == "fft":
         if layer.input_hw is None:
@@ -113,6 +121,8 @@ def _spectral_norm(layer: LayerInfo, conv_norm: str) -> float:
                               "input_shape to linear_layers")
         return conv_operator_norm_fft(layer.kernel, layer.input_hw, layer.dilation)
     return float(_largest_singular_value(layer.weight))
+
+
 def spectral_norms(layers: Sequence[LayerInfo], conv_norm: str = "reshape") -> list[float]:
     """||W_i||_2 per layer (largest singular value).
 
@@ -123,26 +133,40 @@ def spectral_norms(layers: Sequence[LayerInfo], conv_norm: str = "reshape") -> l
     if conv_norm not in ("reshape", "fft"):
         raise GenlabError(f"conv_norm must be 'reshape' or 'fft', got {conv_norm!r}")
     return [_spectral_norm(lay, conv_norm) for lay in layers]
+
+
 def _log(x: float) -> float:
     return math.log(x) if x > 0 else -math.inf
+
+
 def _logsumexp(xs: Sequence[float]) -> float:
     top = max(xs)
     if top == -math.inf or top == math.inf:
         return top
     return top + math.log(sum(math.exp(x - top) for x in xs))
+
+
 def _exp(x: float) -> float:
     return math.exp(x) if x < 709.0 else math.inf  # float64 overflow -> inf, never an error
+
+
 def log_prod_spectral_sq(norms: Sequence[float]) -> float:
     """ln prod_i ||W_i||_2^2 = 2 sum_i ln ||W_i||_2, in log space (products overflow)."""
     return 2.0 * sum(_log(s) for s in norms)
+
+
 def dist_from_init_sq(layers: Sequence[LayerInfo], init_layers: Sequence[LayerInfo]) -> float:
     """sum_i ||W_i - W_i^0||_F^2 over the (folded) weight matrices, biases excluded."""
     _check_same_layers(layers, init_layers)
     return float(sum((a.weight - b.weight).pow(2).sum() for a, b in zip(layers, init_layers)))
+
+
 def _check_same_layers(layers: Sequence[LayerInfo], ref: Sequence[LayerInfo]) -> None:
     if len(layers) != len(ref) or any(a.shape != b.shape for a, b in zip(layers, ref)):
         raise GenlabError("the init model's layers do not match the trained model's "
                           f"({[a.shape for a in layers]} vs {[b.shape for b in ref]})")
+
+
 def param_dist_sq(model: nn.Module, init_model: nn.Module | None) -> float:
     """||w - w0||^2 over the flat vector of ALL parameters (biases, BN affine too).
 
@@ -159,6 +183,8 @@ def param_dist_sq(model: nn.Module, init_model: nn.Module | None) -> float:
         (cur[k].detach().double().cpu() - ref[k].detach().double().cpu()).pow(2).sum()
         for k in cur
     ))
+
+
 def path_norm_sq(model: nn.Module, input_shape: Sequence[int], include_bias: bool = True) -> float:
     """sum_outputs f_{w^2}(1): the network with every (BN-folded) weight squared, run on an
     all-ones input, outputs summed (Jiang et al. 2019's "path.norm").
@@ -183,10 +209,14 @@ def path_norm_sq(model: nn.Module, input_shape: Sequence[int], include_bias: boo
     with torch.no_grad():
         out = net(torch.ones(1, *input_shape, dtype=torch.float64))
     return float(out.sum())
+
+
 def path_norm(model: nn.Module, input_shape: Sequence[int], include_bias: bool = True) -> float:
     """l2 path norm sqrt(sum over paths prod w^2) (Neyshabur, Tomioka & Srebro 2015);
     the square root of :func:`path_norm_sq`."""
     return math.sqrt(max(path_norm_sq(model, input_shape, include_bias), 0.0))
+
+
 def _logits(model: nn.Module, X: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Model outputs on X in eval mode, (n, K) float64 on the CPU."""
     device, dtype = device_dtype(model)
@@ -197,11 +227,15 @@ def _logits(model: nn.Module, X: torch.Tensor, batch_size: int) -> torch.Tensor:
             outs.append(model(xb).detach().to("cpu", torch.float64))
     out = torch.cat(outs)
     return out.reshape(len(out), -1)
+
+
 def _check_xy(X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     y = torch.as_tensor(y).reshape(-1).long().cpu()
     if len(X) != len(y) or len(y) == 0:
         raise GenlabError(f"need as many labels as inputs (> 0), got {len(X)} and {len(y)}")
     return y
+
+
 def _margins_from_logits(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if f.shape[1] == 1:  # one logit for classes {0, 1}: margin (2y - 1) f
         return (2.0 * y.double() - 1.0) * f[:, 0]
@@ -210,6 +244,8 @@ def _margins_from_logits(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     true = f.gather(1, y[:, None])[:, 0]
     other = f.scatter(1, y[:, None], -math.inf).max(dim=1).values
     return true - other
+
+
 def output_margins(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
                    batch_size: int = 1024) -> torch.Tensor:
     """Output margins f_y(x) - max_{j != y} f_j(x), shape (n,), float64 CPU, eval mode.
@@ -218,18 +254,26 @@ def output_margins(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
     """
     y = _check_xy(X, y)
     return _margins_from_logits(_logits(model, X, batch_size), y)
+
+
 def margin_percentiles(margins: torch.Tensor, qs: Sequence[float] = (5.0, 10.0)
                        ) -> dict[str, float]:
     """{"margin_p5": ..., "margin_p10": ...}: percentiles (linear interpolation) of margins."""
     arr = np.asarray(torch.as_tensor(margins, dtype=torch.float64).cpu())
     return {f"margin_p{q:g}": float(np.percentile(arr, q)) for q in qs}
+
+
 def accuracy(model: nn.Module, X: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
     """Fraction of examples whose margin is > 0 (argmax correct; ties count as errors)."""
     return float((output_margins(model, X, y, batch_size) > 0).double().mean())
+
+
 def _l21_rows(a: torch.Tensor) -> float:
     """||A^T||_{2,1} = sum of the l2 norms of the ROWS of A (BFT's (2,1) norm of A^T sums the l2
     norms of the columns of A^T, i.e. the rows of the out x in matrix A)."""
     return float(a.pow(2).sum(dim=1).sqrt().sum())
+
+
 def log_bft_spectral_complexity(
     layers: Sequence[LayerInfo],
     init_layers: Sequence[LayerInfo] | None = None,
@@ -257,6 +301,8 @@ def log_bft_spectral_complexity(
         rest = sum(x for j, x in enumerate(log_s) if j != i)  # ln prod_{j != i} ||A_j||_2
         terms.append((2.0 / 3.0) * (_log(_l21_rows(diff)) + rest))
     return 1.5 * _logsumexp(terms)
+
+
 def bft_spectral_complexity(
     layers: Sequence[LayerInfo],
     init_layers: Sequence[LayerInfo] | None = None,
@@ -264,6 +310,8 @@ def bft_spectral_complexity(
 ) -> float:
     """R_A of :func:`log_bft_spectral_complexity` (inf if it overflows float64)."""
     return _exp(log_bft_spectral_complexity(layers, init_layers, conv_norm))
+
+
 def bft_bound_measure(log_r_a: float, x_fro: float, width: int, gamma: float, n: int) -> float:
     """BFT 2017 Thm 1.1 complexity term ||X||_F R_A ln(W) / (gamma n), constants and log
     factors of the O~ omitted (a "measure", as in Jiang et al. 2019).
@@ -277,6 +325,8 @@ def bft_bound_measure(log_r_a: float, x_fro: float, width: int, gamma: float, n:
         return 0.0
     return _exp(log_r_a + math.log(x_fro) + math.log(math.log(width)) - math.log(gamma)
                 - math.log(n))
+
+
 def neyshabur_bound_measure(
     layers: Sequence[LayerInfo],
     input_norm_max: float,
@@ -311,9 +361,13 @@ def neyshabur_bound_measure(
                 + _log(math.log(dh)) + _logsumexp(terms))
     log_num = _logsumexp([log_main, _log(math.log(d * m / delta))])  # adds ln(dm/delta)
     return _exp(0.5 * (log_num - 2.0 * math.log(gamma) - math.log(m)))
+
+
 def _noise_generator(seed: int, draw: int) -> torch.Generator:
     state = np.random.SeedSequence([int(seed), int(draw)]).generate_state(1)[0]
     return torch.Generator().manual_seed(int(state))
+
+
 def perturbed_accuracy(
     model: nn.Module,
     X: torch.Tensor,
@@ -345,6 +399,8 @@ def perturbed_accuracy(
             for p, p0 in zip(params, saved):
                 p.copy_(p0)
     return float(np.mean(accs))
+
+
 @dataclass(frozen=True)
 class SharpnessResult:
     """Result of :func:`sharpness_sigma`.
@@ -363,6 +419,8 @@ class SharpnessResult:
     target_drop: float
     n_evals: int
     note: str = ""
+
+
 def sharpness_sigma(
     model: nn.Module,
     X: torch.Tensor,
@@ -435,6 +493,8 @@ def sharpness_sigma(
         else:
             hi = mid
     return SharpnessResult(lo, hi, acc0, acc_at(lo), acc_at(hi), target_drop, evals)
+
+
 def pacbayes_flatness_measure(dist_sq: float, sigma: float, m: int) -> float:
     """Jiang et al. 2019 PAC-Bayes measure ||w - w0||^2 / (4 sigma^2) + ln(m / sigma) + 10.
 
@@ -444,6 +504,8 @@ def pacbayes_flatness_measure(dist_sq: float, sigma: float, m: int) -> float:
     if not (sigma > 0):
         raise GenlabError(f"sigma must be > 0, got {sigma}")
     return dist_sq / (4.0 * sigma**2) + math.log(m / sigma) + 10.0
+
+
 def rademacher_from_accuracies(accuracies: Iterable[float]) -> float:
     """Empirical Rademacher complexity estimate from fits to random +-1 labels.
 
@@ -458,6 +520,8 @@ def rademacher_from_accuracies(accuracies: Iterable[float]) -> float:
     if accs.size == 0 or np.any(~np.isfinite(accs)) or np.any((accs < 0) | (accs > 1)):
         raise GenlabError("need at least one accuracy, each in [0, 1]")
     return float(np.mean(2.0 * accs - 1.0))
+
+
 def all_measures(
     model: nn.Module,
     init_model: nn.Module | None,

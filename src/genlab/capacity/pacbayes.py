@@ -10,8 +10,8 @@ with lambda set to its KL-optimal value (||s||_1 + ||w - w0||^2) / k at every st
 snap happens at certification, where it is charged 2 ln j). CE_Q is estimated with the local
 reparameterization trick. Certification (:func:`certify`) draws ``n_samples`` full networks from
 Q, measures each one's 0-1 error on all m training points, and calls
-:func:`genlab.capacity.bounds.dr_certify_gaussian`: both delta (PAC-Bayes) and delta' (Monte-Carlo) are
-reported. Models: ``nn.Sequential`` of Flatten / Linear / ReLU (genlab's ``mlp:`` family).
+:func:`genlab.capacity.bounds.dr_certify_gaussian`: both delta (PAC-Bayes) and delta' (Monte-Carlo)
+are reported. Models: ``nn.Sequential`` of Flatten / Linear / ReLU (genlab's ``mlp:`` family).
 """
 
 from __future__ import annotations
@@ -164,7 +164,8 @@ def optimize_posterior(model: nn.Module, init_model: nn.Module, x: torch.Tensor,
 def certify(q: StochasticMLP, init_model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
             n_samples: int = 1000, delta: float = 0.025, delta_prime: float = 0.01,
             seed: int = 1):
-    """Certified bound (:class:`genlab.capacity.bounds.DRCertificate`) and the per-draw training errors."""
+    """Certified bound (:class:`genlab.capacity.bounds.DRCertificate`) and the per-draw training
+    errors."""
     if n_samples < 2:
         raise GenlabError(f"certification needs n_samples > 1 Monte-Carlo draws, got {n_samples}")
     with torch.no_grad():

@@ -9,6 +9,7 @@ own code), a new condition one ``register_condition`` call.
 
 from genlab.data import conditions as _conditions
 from genlab.data import preprocess as _preprocess
+from genlab.data.augment import parse_augment
 from genlab.data.conditions import (
     CONDITIONS,
     ConditionInfo,
@@ -36,6 +37,7 @@ from genlab.data.sources.idx import load_fashion_mnist, load_mnist
 from genlab.data.sources.packaged import load_digits, load_mnist1d
 from genlab.data.sources.svhn import load_svhn
 from genlab.data.sources.synthetic import load_gaussian
+from genlab.spec import NAME_CHECKS, RunSpec
 
 # --- data sets --------------------------------------------------------------------------------
 register_dataset("digits", load_digits,
@@ -79,6 +81,15 @@ PREPROCESSING.register("paper", _preprocess.paper, shape=_preprocess.paper_shape
                        description="paper: centre crop 32->28 (32x32 inputs), per-image "
                                    "whitening")
 PREPROCESSING.register("none", _preprocess.identity, description="none (values as loaded)")
+
+
+# --- the names a RunSpec refers to that live here -----------------------------------------------
+def _check_spec_names(spec: RunSpec) -> None:
+    _preprocess.check_preprocess(spec.preprocess)
+    parse_augment(spec.augment)
+
+
+NAME_CHECKS.append(_check_spec_names)
 
 __all__ = [
     "CONDITIONS", "DATASETS", "PREPROCESSING", "ConditionInfo", "Dataset", "apply_condition",

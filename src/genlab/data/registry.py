@@ -61,6 +61,8 @@ class Dataset:
     def replace(self, **changes: Any) -> Dataset:
         """A copy with ``changes`` applied (``dataclasses.replace``); tensors are shared."""
         return dataclasses.replace(self, **changes)
+
+
 def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and population std of images ``x`` (N, C, H, W) -> two tuples of len C.
 
@@ -70,6 +72,8 @@ def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]
         return x.channel_stats()
     std, mean = torch.std_mean(x, dim=(0, 2, 3), correction=0)
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
 def build_dataset(name: str, x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor,
            y_test: torch.Tensor, classes: Sequence[str], source: str) -> Dataset:
     """Assemble a :class:`Dataset`, casting dtypes and computing the training statistics."""
@@ -79,6 +83,8 @@ def build_dataset(name: str, x_train: torch.Tensor, y_train: torch.Tensor, x_tes
                    x_test=x_test.to(torch.float32).contiguous(),
                    y_test=y_test.to(torch.int64).contiguous(), num_classes=len(classes),
                    classes=list(classes), mean=mean, std=std, source=source)
+
+
 Loader = Callable[[Path | None, bool], Dataset]
 
 
@@ -159,9 +165,13 @@ def load_dataset(name: str, *, data_dir: str | Path | None = None, train_size: i
     else:
         _CACHE.move_to_end(cache_key)
     return subset(full, train_size=train_size, test_size=test_size, seed=seed)
+
+
 def _check_seed(seed: int) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise GenlabError(f"seed must be a non-negative integer, got {seed!r}")
+
+
 def stratified_indices(labels: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
     """Indices (size,) int64, ascending, of a stratified random sample of ``labels`` (N,).
 
@@ -183,6 +193,8 @@ def stratified_indices(labels: torch.Tensor, size: int, rng: np.random.Generator
               for c, k in zip(classes, take, strict=True) if k > 0]
     idx = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
     return torch.from_numpy(idx.astype(np.int64))
+
+
 def _subset_split(x: torch.Tensor, y: torch.Tensor, size: int, rng: np.random.Generator,
                   what: str, name: str, flag: str) -> tuple[torch.Tensor, torch.Tensor]:
     n = len(y)
@@ -196,6 +208,8 @@ def _subset_split(x: torch.Tensor, y: torch.Tensor, size: int, rng: np.random.Ge
         return x.clone(), y.clone()
     idx = stratified_indices(y, size, rng)
     return x.index_select(0, idx), y.index_select(0, idx)
+
+
 def subset(data: Dataset, *, train_size: int = 0, test_size: int = 0, seed: int = 0) -> Dataset:
     """Stratified, seeded subset of both splits (0 = whole split); mean/std are recomputed.
 

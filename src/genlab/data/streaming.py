@@ -1,12 +1,12 @@
 """ImageFolder trees streamed from disk: DataLoader workers decode the images batch by batch.
 
 Full ImageNet at Inception V3's 299x299 (1,281,167 training images, about 1.4 TB as float32)
-cannot be held in memory, so :mod:`genlab.data.sources.imagefolder` hands the pipeline an :class:`ImageFiles`
-instead of an image tensor when a tree is too large (or when asked to). An ``ImageFiles`` is a
-lazy (N, 3, H, W) float32 split: the file list of a ``torchvision.datasets.ImageFolder``, the
-positions of the images it holds, and the preprocessing to apply. It supports the whole-split
-operations genlab's pipeline does before training (stratified subsets, slicing, moving to a
-device, preprocessing), and the one trainer asks it for batches:
+cannot be held in memory, so :mod:`genlab.data.sources.imagefolder` hands the pipeline an
+:class:`ImageFiles` instead of an image tensor when a tree is too large (or when asked to). An
+``ImageFiles`` is a lazy (N, 3, H, W) float32 split: the file list of a
+``torchvision.datasets.ImageFolder``, the positions of the images it holds, and the preprocessing to
+apply. It supports the whole-split operations genlab's pipeline does before training (stratified
+subsets, slicing, moving to a device, preprocessing), and the one trainer asks it for batches:
 
 * **Training batches** (:meth:`ImageFiles.batches`): the trainer draws each epoch's permutation
   from the run's seeded generator exactly as for resident tensors, and the images of every

@@ -33,6 +33,8 @@ def versions() -> dict[str, str]:
     """Versions of everything that can change a run's numbers."""
     return {"genlab": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version(), "platform": platform.platform()}
+
+
 def execute(spec: RunSpec, store: Store, *, device: str = "auto",
             data_dir: str | Path | None = None, download: bool = False, progress: bool = False,
             checkpoint_every_s: float = 30.0, retry_failed: bool = False) -> bool:
@@ -54,11 +56,15 @@ def execute(spec: RunSpec, store: Store, *, device: str = "auto",
         store.fail(run_hash, f"{type(e).__name__}: {e}")
         raise
     return True
+
+
 #: CPU threads a run trains with. Fixed, so that a run's numbers do not depend on how it was
 #: scheduled: a sum split over 2 threads rounds differently from one thread's, and training
 #: amplifies the difference (the same spec fitted at step 20,698 with one thread and 16,274
 #: with two). Sweeps get their parallelism from worker processes instead.
 TRAINING_THREADS = 1
+
+
 @contextmanager
 def training_threads(device: torch.device) -> Iterator[None]:
     """Train with :data:`TRAINING_THREADS` intra-op threads on the CPU; restore afterwards."""
@@ -71,6 +77,8 @@ def training_threads(device: torch.device) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
 def _execute_claimed(spec: RunSpec, store: Store, device: torch.device,
                      data_dir: str | Path | None, download: bool, progress: bool,
                      checkpoint_every_s: float) -> None:
@@ -96,6 +104,8 @@ def _execute_claimed(spec: RunSpec, store: Store, device: torch.device,
                    generator_state=gen_state, checkpoint=on_epoch, progress=progress,
                    label=f"{spec.model} {spec.condition}", augment=make_augment(spec.augment))
     record_result(spec, store, prep, model, result, device)
+
+
 def record_result(spec: RunSpec, store: Store, prep: Prepared, model: nn.Module,
                   result: TrainResult, device: torch.device, *, batched: int = 0) -> None:
     """Save a trained run's weights and write its result and curves to the store.
@@ -123,6 +133,8 @@ def record_result(spec: RunSpec, store: Store, prep: Prepared, model: nn.Module,
                  curves=st.history, device=str(device), versions=versions(),
                  wall_time_s=st.elapsed, extra=extra)
     store.checkpoint_path(spec.hash).unlink(missing_ok=True)
+
+
 def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
                     gen: torch.Generator, state: TrainState) -> None:
     """Write a checkpoint (:mod:`genlab.training.checkpoint`) atomically, via a rename."""

@@ -1,4 +1,6 @@
-"""genlab.execution.prepare: split from genlab.execution.execute. TODO docstring."""
+"""The one way to prepare a run's data and model: load the spec's subset, apply its
+condition, preprocess, move to the device (one run, or K runs stacked), and build its model
+at the seeded initial weights."""
 
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ class Prepared:
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+
+
 def prepare(spec: RunSpec, device: torch.device | str = "cpu", *,
             data_dir: str | Path | None = None, download: bool = False) -> Prepared:
     """Load the spec's data subset, apply its condition, preprocess, move to device.
@@ -47,6 +51,8 @@ def prepare(spec: RunSpec, device: torch.device | str = "cpu", *,
     return Prepared(spec, randomized, info, norm(randomized.x_train),
                     randomized.y_train.to(device), norm(randomized.x_test),
                     randomized.y_test.to(device))
+
+
 def build_run_model(spec: RunSpec, prep: Prepared, device: torch.device | str) -> nn.Module:
     """The spec's model at its initial weights (seeded), sized for the prepared inputs.
 

@@ -1,8 +1,9 @@
 """The one orchestrator: a plan's runs into a results store through an executor, then its tasks.
 
-:func:`check_specs` (which :func:`genlab.experiments.plan` calls) loads every data set and builds every model once before the store is touched, so bad
-input fails with one line and leaves nothing half-written. Execution skips finished runs and
-resumes interrupted ones from their checkpoints.
+:func:`check_specs` (which :func:`genlab.experiments.plan` calls) loads every data set and builds
+every model once before the store is touched, so bad input fails with one line and leaves nothing
+half-written. Execution skips finished runs and resumes interrupted ones from their
+checkpoints.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from genlab.data.augment import parse_augment
-from genlab.data.preprocess import check_preprocess, output_shape
+from genlab.data.preprocess import output_shape
 from genlab.data.registry import load_dataset
 from genlab.execution.execute import versions
 from genlab.execution.executors.base import Report, RunOptions
@@ -24,7 +24,6 @@ from genlab.execution.store import Store
 from genlab.execution.tasks import Task, TaskContext
 from genlab.models.identity import identify
 from genlab.spec import RunSpec
-from genlab.training.compiled import check_backend
 
 
 @dataclass
@@ -42,23 +41,15 @@ def check_specs(specs: list[RunSpec], *, data_dir: str | Path | None = None,
                 download: bool = False) -> list[RunSpec]:
     """``specs`` validated, each data set loaded and each model probed once, with every custom
     model's fingerprint filled in (``RunSpec.model_id``); raises a one-line GenlabError."""
-    checked = set()
     for s in specs:
-        s.validate()
-        key = (s.preprocess, s.augment, s.recipe.compile)
-        if key not in checked:  # names the data and training layers know
-            checked.add(key)
-            check_preprocess(s.preprocess)
-            parse_augment(s.augment)
-            if s.recipe.compile:
-                check_backend(s.recipe.compile)
+        s.validate()  # names too: genlab.data (imported here) registered its name check
     shapes = {}
     # in the grid's order (not a set's), so the same bad input always gives the same error
     for key in dict.fromkeys((s.dataset, s.train_size, s.test_size, s.seed) for s in specs):
         d = load_dataset(key[0], data_dir=data_dir, train_size=key[1], test_size=key[2],
                          seed=key[3], download=download)
         shapes[key[0]] = (d.input_shape, d.num_classes)
-    # every model is built once and probed with one forward pass (genlab.models.registry.check_model);
+    # every model is built once and probed with one forward pass (models.registry.check_model);
     # a custom model's fingerprint joins its specs (RunSpec.model_id, genlab.models.identity)
     ids = {}
     for key in dict.fromkeys((s.model, s.dataset, s.preprocess, s.dropout) for s in specs):
@@ -158,12 +149,6 @@ def run_tasks(tasks: list[Task], store: Store, ctx: TaskContext, quiet: bool) ->
         store.finish_task(task.hash, status="done", reason="", result=result,
                           versions=versions(), wall_time_s=time.perf_counter() - t0)
         _say(quiet, f"{tag}: done ({time.perf_counter() - t0:.1f} s)")
-
-
-
-
-
-
 
 
 def _outcome(store: Store, run_hash: str, trained: bool, seconds: float) -> str:

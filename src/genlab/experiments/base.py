@@ -2,7 +2,7 @@
 
 An experiment is a named grid of run specs plus how to report it.
 
-Experiments hold no training loop: :func:`genlab.execution.sweep.run_experiment` trains any grid with the
+Experiments hold no training loop: :func:`genlab.execution.sweep.run_plan` trains any grid with the
 one trainer, and the experiment only turns options into specs and stored results into a report.
 """
 
@@ -100,10 +100,6 @@ def conditions_of(o: Options) -> list[str]:
     if not seen:
         raise GenlabError("no conditions given; pass e.g. --conditions true,random-labels")
     return list(seen)
-
-
-
-
 
 
 @dataclass

@@ -2,12 +2,13 @@
 
 Trains (or reuses) one network per corruption level; then a task per run computes
 :func:`genlab.capacity.measures.all_measures` (trained vs initial weights), the VC bound, the
-Dziugaite-Roy PAC-Bayes bound (:mod:`genlab.capacity.pacbayes`, MLPs) and the Lotfi et al. compression
-bound (:mod:`genlab.capacity.compression`). The report shows each bound beside the measured test error
-("vacuous": bound >= 1; "trivial": bound >= chance error 1 - 1/K), each measure's Kendall tau
-and granulated tau with the generalization gap, and which measures rise with corruption. Two
-figures: every bound beside the measured test error vs corruption (lines at 1, vacuous, and at
-chance error), and the measures scaled to [0, 1] vs corruption with their Kendall taus.
+Dziugaite-Roy PAC-Bayes bound (:mod:`genlab.capacity.pacbayes`, MLPs) and the Lotfi et al.
+compression bound (:mod:`genlab.capacity.compression`). The report shows each bound beside the
+measured test error ("vacuous": bound >= 1; "trivial": bound >= chance error 1 - 1/K), each
+measure's Kendall tau and granulated tau with the generalization gap, and which measures rise with
+corruption. Two figures: every bound beside the measured test error vs corruption (lines at 1,
+vacuous, and at chance error), and the measures scaled to [0, 1] vs corruption with their Kendall
+taus.
 
 Binary labels: use the registered ``NAME-binary`` data sets (labels y >= K/2), e.g. the default
 ``fashion-mnist-binary``. ``--set`` keys: dr=true|false, dr_steps, dr_samples, compression=true|

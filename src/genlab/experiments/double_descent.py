@@ -1,7 +1,8 @@
 """``double-descent``: test error vs model size, through the interpolation threshold.
 
-(a) Random-features regression with the minimum-norm readout (:mod:`genlab.theory.random_features`),
-sweeping the number of features p through the number of training points n: the test error peaks
+(a) Random-features regression with the minimum-norm readout
+(:mod:`genlab.theory.random_feature_models`), sweeping the number of features p through the number
+of training points n: the test error peaks
 at p = n (Belkin et al. 2019). Tasks, one per seed.
 (b) Model-wise: one-hidden-layer MLPs ``mlp:W`` of increasing width trained by genlab's trainer
 on a data set with label noise (default ``corrupt:0.15``) for a fixed number of epochs with no

@@ -39,8 +39,6 @@ DEFAULTS = {
 }
 
 
-
-
 def _label_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Runs with a label-corruption level (true, corrupt:p, random-labels), with relative time."""
     lab = runs[runs["corruption"].notna() & (runs["status"] == "done")].copy()
@@ -50,10 +48,6 @@ def _label_runs(runs: pd.DataFrame) -> pd.DataFrame:
     lab["relative_time"] = lab["steps_to_fit"].astype(float) / lab["true_steps"].astype(float)
     lab["test_error"] = 1.0 - lab["test_acc"]
     return lab
-
-
-
-
 
 
 def report(results: Results, outdir: Path) -> Section:

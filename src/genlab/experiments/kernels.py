@@ -36,7 +36,7 @@ from genlab.experiments.base import (
 from genlab.experiments.common import check_dataset, load_data, peak_rss_mb
 from genlab.experiments.plots import new_figure, save_figure
 from genlab.theory import kernels as tk
-from genlab.theory import random_features as dd
+from genlab.theory import random_feature_models as dd
 from genlab.validation import as_list, flag, number
 
 EXTRA = {
@@ -62,14 +62,6 @@ MAX_CHOLESKY_BYTES = 4 * 2**30
 #: float32 (K is then 1.6 GB instead of 3.2 GB at n = 20,000, beside the float64 factor).
 #: Feature-map kernels can be too ill-conditioned for float32 (measured: cond ~ 2e8 at n = 2000)
 FLOAT64_KERNEL_POINTS = 10000
-
-
-
-
-
-
-
-
 
 
 def is_label_only(condition: str) -> bool:

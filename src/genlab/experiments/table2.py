@@ -3,8 +3,9 @@
 Rows (augmentation, dropout, weight decay): all regularizers; augmentation only; weight decay
 only; none; random labels with none; random labels with all. Each row is one run on an ImageFolder
 tree (``--data-dir``; data set ``imagefolder`` at 299x299, or ``--set image_size=N``), trained with
-the one trainer, usually under ``torchrun`` (see :mod:`genlab.execution.executors.torchrun` and the README).
-``--set loader=auto`` (default) holds a tree that fits in ``$GENLAB_IMAGEFOLDER_MAX_GB`` in memory
+the one trainer, usually under ``torchrun`` (see :mod:`genlab.execution.executors.torchrun` and the
+README). ``--set loader=auto`` (default) holds a tree that fits in ``$GENLAB_IMAGEFOLDER_MAX_GB`` in
+memory
 and streams a larger one (full ImageNet) from disk with DataLoader workers;
 ``--set loader=stream`` always streams (:mod:`genlab.data.streaming`). After
 training, a task per run reloads its saved weights and measures top-1 and top-5 accuracy on the
@@ -70,7 +71,6 @@ DEFAULTS = {
 LOADERS = ("auto", "stream")
 
 
-
 def has_dropout(model: str) -> bool:
     """Whether ``model``'s factory has a place for dropout (takes a ``dropout`` argument)."""
     from genlab.models.registry import resolve_model
@@ -131,7 +131,8 @@ def tasks(o: Options) -> list[Task]:
 def topk_accuracy(model: torch.nn.Module, x: Any, y: torch.Tensor, ks=(1, 5),
                   batch: int = 256) -> dict[int, float]:
     """Top-k accuracies in [0, 1] of ``model`` on images ``x`` (N, C, H, W; a tensor or
-    streamed :class:`genlab.data.streaming.ImageFiles`) with labels ``y`` (N,), in evaluation mode."""
+    streamed :class:`genlab.data.streaming.ImageFiles`) with labels ``y`` (N,), in evaluation
+    mode."""
     from genlab.training.loop import batches_of
 
     model.eval()

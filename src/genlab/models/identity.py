@@ -4,7 +4,7 @@ genlab's own models (``mlp1x512``, ``mlp:WxW``, ``alexnet-small``, ``inception-*
 by their names. A custom model (``package.module:factory``, or a name registered with
 :func:`genlab.register_model` from outside genlab) can change under the same name: editing the
 factory from 64 to 256 hidden units must give new runs, not "already done" with the old
-results. :func:`genlab.execution.sweep.plan` therefore puts :func:`fingerprint` into each custom model's
+results. :func:`genlab.experiments.plan` therefore puts :func:`fingerprint` into each custom model's
 specs (``RunSpec.model_id``; left out of the hash when empty, so built-in runs keep theirs).
 
 The fingerprint hashes, for the plan's input shape and class count:
@@ -72,11 +72,10 @@ def model_id(name: str, model: nn.Module, input_shape: Sequence[int]) -> str:
 
 def identify(name: str, input_shape: Sequence[int], num_classes: int,
              dropout: float = 0.0) -> str:
-    """Check ``name``'s model (:func:`genlab.models.registry.check_model`) and return its model_id."""
+    """Check ``name``'s model (:func:`genlab.models.registry.check_model`) and return its
+    model_id."""
     model = check_model(name, input_shape, num_classes, dropout)
     return model_id(name, model, input_shape)
-
-
 
 
 def _tensor_bytes(t: torch.Tensor) -> bytes:

@@ -13,6 +13,8 @@ from genlab.errors import GenlabError
 
 #: torchvision's Inception V3 fails below this input size (its stem and reductions).
 INCEPTION_MIN_SIZE = 75
+
+
 def inception_v3(input_shape: Sequence[int], num_classes: int, dropout: float = 0.0
                  ) -> nn.Module:
     """torchvision's Inception V3 (no pretrained weights, no auxiliary head)."""

@@ -22,6 +22,8 @@ class MLP(nn.Sequential):
         layers.append(nn.Linear(dims[-1], num_classes))
         super().__init__(*layers)
         self.widths = tuple(widths)
+
+
 def mlp_family(args: str) -> ModelFactory:
     """The factory of ``mlp:ARGS``: hidden widths ``WxWx...`` (positive integers)."""
     try:

@@ -121,6 +121,8 @@ def build_model(
         raise GenlabError(f"model factory {name!r} returned {type(model).__name__}, not a "
                           "torch.nn.Module; a factory must return the network as an nn.Module")
     return model
+
+
 def check_model(name: str, input_shape: Sequence[int], num_classes: int,
                 dropout: float = 0.0) -> nn.Module:
     """Build ``name``'s model and check it can train on inputs of ``input_shape`` (C, H, W).
@@ -177,6 +179,8 @@ def check_model(name: str, input_shape: Sequence[int], num_classes: int,
         raise GenlabError(f"model {name!r} gives {out.dtype} output; it must return float "
                           "logits")
     return model
+
+
 def describe_error(e: BaseException, limit: int = 300) -> str:
     """``Type: message`` of an exception on one line (whitespace runs collapsed), shortened."""
     if isinstance(e, SystemExit):
@@ -185,6 +189,8 @@ def describe_error(e: BaseException, limit: int = 300) -> str:
         msg = " ".join(str(e).split())
         text = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def takes_dropout(factory: ModelFactory) -> bool:
     import inspect
 
@@ -193,9 +199,13 @@ def takes_dropout(factory: ModelFactory) -> bool:
     except (TypeError, ValueError):
         return False
     return "dropout" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def import_factory(module: str, attr: str, name: str) -> ModelFactory:
     # any failure of the user's module is bad input: an ImportError, a SyntaxError, any
     # exception its top-level code raises, or a sys.exit() (which would end genlab silently)

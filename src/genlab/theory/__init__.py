@@ -33,7 +33,7 @@ from genlab.theory.kernels import (
     sgd_least_squares,
 )
 from genlab.theory.ntk import NTKMLP, NTKLinear, empirical_ntk, relu_nngp, relu_ntk
-from genlab.theory.random_features import (
+from genlab.theory.random_feature_models import (
     RandomFeaturesPoint,
     random_features,
     random_features_curve,

@@ -1,4 +1,5 @@
-"""genlab.theory.arrays: split from genlab.theory.kernels. TODO docstring."""
+"""Inputs as float tensors and kernel matrices computed in row blocks, so that memory stays
+bounded: the pieces the kernels and the NTK share."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from genlab.errors import GenlabError
 
 #: Default element budget for one block of intermediate results (2**24 floats = 64 MiB float32).
 BLOCK_ELEMENTS = 2**24
+
+
 def as_tensor(x: Any, name: str = "input") -> Tensor:
     """Convert a tensor, NumPy array or nested list to a tensor (no copy when possible)."""
     if isinstance(x, Tensor):
@@ -20,6 +23,8 @@ def as_tensor(x: Any, name: str = "input") -> Tensor:
         return torch.as_tensor(x)
     except (TypeError, ValueError, RuntimeError) as e:
         raise GenlabError(f"{name} is not numeric array data ({type(x).__name__}): {e}") from e
+
+
 def as_matrix(x: Any, name: str = "input") -> Tensor:
     """Flatten ``(n, ...)`` data to a floating ``(n, d)`` tensor (integers become float32)."""
     t = as_tensor(x, name)
@@ -32,12 +37,18 @@ def as_matrix(x: Any, name: str = "input") -> Tensor:
     if t.numel() and not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
         raise GenlabError(f"{name} contains NaN or infinite values; clean the data first")
     return t
+
+
 def out_dtype(*ts: Tensor) -> torch.dtype:
     dtype = torch.promote_types(ts[0].dtype, ts[-1].dtype)
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+
 def rows_per_block(cols: int, budget: int = BLOCK_ELEMENTS) -> int:
     """How many rows of a ``(rows, cols)`` intermediate fit in ``budget`` elements (>= 1)."""
     return max(1, budget // max(1, cols))
+
+
 def pair(X: Any, Z: Any | None) -> tuple[Tensor, Tensor]:
     Xm = as_matrix(X, "X")
     Zm = Xm if Z is None else as_matrix(Z, "Z")
@@ -49,6 +60,8 @@ def pair(X: Any, Z: Any | None) -> tuple[Tensor, Tensor]:
     if Xm.device != Zm.device:
         raise GenlabError(f"X is on {Xm.device} but Z is on {Zm.device}; move them together")
     return Xm, Zm
+
+
 def blockwise(X: Tensor, Z: Tensor, block: Callable[[Tensor], Tensor], chunk: int | None,
                dtype: torch.dtype) -> Tensor:
     """Fill an ``(n, m)`` matrix row block by row block with ``block(X[i:j]) -> (j - i, m)``."""

@@ -27,12 +27,16 @@ from genlab.errors import GenlabError
 from genlab.theory.arrays import as_matrix, as_tensor, blockwise, out_dtype, pair, rows_per_block
 
 Matvec = Callable[[Tensor], Tensor]
+
+
 def linear_kernel(X: Any, Z: Any | None = None, *, chunk: int | None = None) -> Tensor:
     """Linear kernel ``K[i, j] = <x_i, z_j>``; X (n, ...), Z (m, ...) -> (n, m)."""
     Xm, Zm = pair(X, Z)
     dtype = out_dtype(Xm, Zm)
     Zt = Zm.to(dtype).T
     return blockwise(Xm, Zm, lambda xb: xb.to(dtype) @ Zt, chunk, dtype)
+
+
 def gaussian_kernel(X: Any, Z: Any | None = None, gamma: float = 0.02, *,
                     chunk: int | None = None) -> Tensor:
     """Gaussian kernel ``K[i, j] = exp(-gamma ||x_i - z_j||^2)``; X (n, ...), Z (m, ...) -> (n, m).
@@ -53,7 +57,11 @@ def gaussian_kernel(X: Any, Z: Any | None = None, gamma: float = 0.02, *,
         return torch.exp(d2.clamp_min_(0.0).mul_(-gamma))
 
     return blockwise(Xm, Zm, block, chunk, dtype)
+
+
 KERNELS = ("gaussian", "linear", "nngp", "ntk")
+
+
 def kernel_matrix(kind: str, X: Any, Z: Any | None = None, *, chunk: int | None = None,
                   **params: Any) -> Tensor:
     """Kernel matrix (n, m) of ``kind`` in :data:`KERNELS`, computed in row blocks.
@@ -74,6 +82,8 @@ def kernel_matrix(kind: str, X: Any, Z: Any | None = None, *, chunk: int | None 
     except TypeError as e:  # an unknown keyword is a user error
         raise GenlabError(f"bad parameters {sorted(params)} for kernel {kind!r}: {e}") from e
     raise GenlabError(f"unknown kernel {kind!r}; choose one of {', '.join(KERNELS)}")
+
+
 @dataclass
 class CGResult:
     """Conjugate-gradient solution X (n, k) with the iterations used and the worst column's
@@ -82,6 +92,8 @@ class CGResult:
     x: Tensor
     iterations: int
     relative_residual: float
+
+
 def conjugate_gradient(matvec: Matvec, B: Tensor, *, tol: float = 1e-8,
                        max_iter: int | None = None, x0: Tensor | None = None) -> CGResult:
     """Solve ``A X = B`` for symmetric positive (semi)definite A given only ``matvec(V) = A V``.
@@ -119,6 +131,8 @@ def conjugate_gradient(matvec: Matvec, B: Tensor, *, tol: float = 1e-8,
         iterations += 1
     rel = float((matvec(X) - B).norm(dim=0).div(bnorm).max()) if n else 0.0
     return CGResult(X, iterations, rel)
+
+
 def kernel_matvec(K: Tensor, ridge: float = 0.0, *, chunk: int | None = None) -> Matvec:
     """``V -> (K + ridge I) V`` in float64, upcasting K one row block at a time."""
     rows = chunk or rows_per_block(K.shape[1])
@@ -130,6 +144,8 @@ def kernel_matvec(K: Tensor, ridge: float = 0.0, *, chunk: int | None = None) ->
         return out + ridge * V if ridge else out
 
     return mv
+
+
 def implicit_kernel_matvec(kind: str, X: Any, *, chunk: int | None = None,
                            **params: Any) -> Matvec:
     """``V (n, k) -> K V`` in float64 for the kernel of ``kind`` on X (n, ...), recomputing K one
@@ -148,6 +164,8 @@ def implicit_kernel_matvec(kind: str, X: Any, *, chunk: int | None = None,
         return out
 
     return mv
+
+
 @dataclass
 class InterpolationResult:
     """Solution of ``(K + ridge I) alpha = Y``.
@@ -168,6 +186,8 @@ class InterpolationResult:
     relative_residual: float
     jitter: float
     iterations: int
+
+
 def _cholesky_with_jitter(A: Tensor, max_rel_jitter: float, first: float) -> tuple[Tensor, float]:
     """Cholesky factor of ``A + jitter I``: jitter 0 first, then ``first`` times the mean diagonal,
     growing 10x per failure up to ``max_rel_jitter``. A (owned by the caller) is modified in
@@ -184,6 +204,8 @@ def _cholesky_with_jitter(A: Tensor, max_rel_jitter: float, first: float) -> tup
             raise RuntimeError("matrix is not numerically positive definite")
         A.diagonal().add_(rel * scale - added)  # in place: no second n x n copy
         added = rel * scale
+
+
 def min_norm_interpolate(
     K: Tensor | Matvec,
     Y: Any,
@@ -256,6 +278,8 @@ def min_norm_interpolate(
     rel = float(sys_res.norm() / Y2.norm().clamp_min(torch.finfo(torch.float64).tiny))
     return InterpolationResult(alpha.reshape(-1) if vector else alpha, used, rkhs, max_res, rel,
                                jitter, iters)
+
+
 def _cholesky_solve(K: Tensor, Y: Tensor, ridge: float, system: Matvec, max_bytes: int,
                     max_rel_jitter: float, refine_steps: int
                     ) -> tuple[Tensor | None, str, float, int, str]:
@@ -291,6 +315,8 @@ def _cholesky_solve(K: Tensor, Y: Tensor, ridge: float, system: Matvec, max_byte
             alpha = alpha + solve(R)
             steps += 1
     return alpha, name, jitter, steps, ""
+
+
 def predict(K_test_train: Tensor, alpha: Tensor, *, chunk: int | None = None) -> Tensor:
     """Kernel predictions ``K_test_train @ alpha``: (m, n) @ (n,) or (n, k) -> (m,) or (m, k),
     in float64, row block by row block."""
@@ -302,6 +328,8 @@ def predict(K_test_train: Tensor, alpha: Tensor, *, chunk: int | None = None) ->
     a = alpha.to(torch.float64).reshape(alpha.shape[0], -1)
     out = kernel_matvec(K_test_train, chunk=chunk)(a.to(K_test_train.device))
     return out.reshape(-1) if alpha.ndim == 1 else out
+
+
 def min_norm_lstsq(A: Tensor, B: Tensor, rcond: float | None = None) -> Tensor:
     """Minimum-norm least-squares solution ``pinv(A) B`` via the SVD, in float64 on A's device.
 
@@ -320,6 +348,8 @@ def min_norm_lstsq(A: Tensor, B: Tensor, rcond: float | None = None) -> Tensor:
         inv = torch.where(S > cutoff, 1.0 / S.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
         x = Vh.T @ (inv[:, None] * (U.T @ B2))
     return x.reshape(-1) if B.ndim == 1 else x
+
+
 def random_conv_features(
     X: Any,
     n_filters: int,
@@ -364,6 +394,8 @@ def random_conv_features(
             act = F.relu(F.conv2d(xb, filt[j:j + f_chunk], stride=stride))
             out[i:i + n_chunk, j:j + f_chunk] = F.adaptive_avg_pool2d(act, pool)
     return out.reshape(N, -1)
+
+
 @dataclass
 class SGDPath:
     """SGD on ``(1 / 2B) ||X_B w - Y_B||^2`` from ``w = 0``.
@@ -380,6 +412,8 @@ class SGDPath:
     w: Tensor
     w_min_norm: Tensor
     lr: float
+
+
 def sgd_least_squares(
     X: Any,
     Y: Any,

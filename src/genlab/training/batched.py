@@ -1,17 +1,18 @@
 """Train K models of one architecture at once: stacked weights, one batched step.
 
 A corruption sweep trains the same small network many times on the same data shape; on a CPU or
-a GPU each of those runs is too small to fill the machine. :mod:`genlab.training.stacked` turns K MLPs
-or CNNs into one module (batched matmuls, grouped convolutions with per-model BatchNorm
+a GPU each of those runs is too small to fill the machine. :mod:`genlab.training.stacked` turns K
+MLPs or CNNs into one module (batched matmuls, grouped convolutions with per-model BatchNorm
 statistics), so K small steps become one. Each model keeps its own labels, batch order (its
-own seeded generator, drawing exactly what :func:`genlab.training.loop.train` would draw, augmentation
-included), learning-rate schedule, momentum buffers and stopping point; a finished model is
+own seeded generator, drawing exactly what :func:`genlab.training.loop.train` would draw,
+augmentation included), learning-rate schedule, momentum buffers and stopping point; a finished
+model is
 masked (frozen), not retrained, and its weights and BatchNorm statistics are written back at
 the step it stopped. The K results equal K one-by-one runs of the one trainer up to
 floating-point rounding (tests/test_batched.py checks it for MLPs and the paper's CNNs).
 
-This is the K-model form of :func:`genlab.training.loop.train`, not a second recipe: it implements the
-same SGD-with-momentum update, decay rule, evaluation and stopping rule. What it does not
+This is the K-model form of :func:`genlab.training.loop.train`, not a second recipe: it implements
+the same SGD-with-momentum update, decay rule, evaluation and stopping rule. What it does not
 implement is refused with a :class:`~genlab.errors.GenlabError`: ``eval_steps``, ``fast``,
 ``target_margin``, ``compile`` and dropout; batched runs are not checkpointed (a group killed
 part-way starts over).

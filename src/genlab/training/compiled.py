@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from genlab.errors import GenlabError
+from genlab.validation import check_backend
 
 __all__ = ["CompileEntry", "acquire", "cache_key", "check_backend", "clear_compile_cache",
            "compile_stats", "release"]
@@ -45,16 +46,6 @@ class CompileEntry:
 
 
 _CACHE: dict[tuple, CompileEntry] = {}
-
-
-def check_backend(backend: str) -> None:
-    """Raise a one-line :class:`GenlabError` unless ``backend`` is a torch.compile backend."""
-    import torch._dynamo
-
-    known = torch._dynamo.list_backends(exclude_tags=())
-    if backend not in known:
-        raise GenlabError(f"unknown torch.compile backend {backend!r}; choose one of "
-                          f"{', '.join(sorted(known))} (inductor is the default of --compile)")
 
 
 def cache_key(model: nn.Module, x: torch.Tensor, backend: str,

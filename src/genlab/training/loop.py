@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from genlab.data.streaming import ImageFiles
 
 
-
 @dataclass
 class TrainState:
     """Everything needed to continue a run exactly where it stopped (saved in checkpoints)."""
@@ -180,8 +179,8 @@ def train(
     global batch is ``recipe.batch_size``.
 
     ``recipe.compile`` (a torch.compile backend) trains a compiled module cached per process
-    (:mod:`genlab.training.compiled`): ``model``'s state is copied into it, and the trained state back
-    into ``model`` at the end; ``checkpoint`` then receives the cached (uncompiled) module.
+    (:mod:`genlab.training.compiled`): ``model``'s state is copied into it, and the trained state
+    back into ``model`` at the end; ``checkpoint`` then receives the cached (uncompiled) module.
     """
     device = x_train.device
     state = state or TrainState()

@@ -15,8 +15,9 @@ in one call, with each model's parameters, gradients and BatchNorm statistics ke
 - genlab's Inception and Downsample blocks concatenate their branches per model.
 
 Every stacked parameter has the model axis first, (K, ...), so one SGD update with per-model
-learning rates, momentum and masks serves all of them (:func:`genlab.training.batched.train_batched`).
-:meth:`StackedModels.write_back` copies the trained weights and buffers back into the K models.
+learning rates, momentum and masks serves all of them
+(:func:`genlab.training.batched.train_batched`). :meth:`StackedModels.write_back` copies the trained
+weights and buffers back into the K models.
 Anything else (dropout with p > 0, unknown module types, custom forward methods) is refused with
 a :class:`~genlab.errors.GenlabError` rather than stacked wrongly.
 """
@@ -137,7 +138,6 @@ class _StackedConv2d(_StackedWeights):
                         self.dilation, self.groups * self.k)
 
 
-
 class _StackedBatchNorm2d(nn.Module):
     """K BatchNorm2d as one over K*C channels (statistics per channel are per model).
 
@@ -204,7 +204,6 @@ class _StackedLinear(_StackedWeights):
         if self.bias is None:
             return torch.bmm(x, self.weight.transpose(1, 2))
         return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
-
 
 
 def _refuse(what: str, name: str) -> GenlabError:

@@ -1,4 +1,5 @@
-"""genlab.data.sources.cifar: split from genlab.data.registry. TODO docstring."""
+"""CIFAR-10 and CIFAR-100 from their python pickles (a restricted unpickler that builds only
+numpy arrays, lists, dicts and strings) or CIFAR-10's binary records."""
 
 from __future__ import annotations
 
@@ -34,23 +35,33 @@ def _numpy_internals() -> tuple[Any, Any]:
     except ImportError:  # numpy 1.x
         from numpy.core import multiarray, numeric  # type: ignore[no-redef]
     return multiarray, numeric
+
+
 class _RefusedError(Exception):
     """Raised while unpickling when the stream asks for something CIFAR data never contains."""
+
+
 def _safe_dtype(*args: Any) -> np.dtype:
     dtype = np.dtype(*args)
     if dtype.hasobject:  # object arrays could carry arbitrary Python objects
         raise _RefusedError(f"a numpy array of Python objects (dtype {dtype})")
     return dtype
+
+
 def _safe_reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
     if subtype is not np.ndarray:
         raise _RefusedError(f"an array subclass {subtype!r}")
     multiarray, _ = _numpy_internals()
     return multiarray._reconstruct(np.ndarray, shape, _safe_dtype(dtype))
+
+
 def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
     # Protocol-2 pickles rebuild bytes as _codecs.encode(str, 'latin1'); no other codec needed.
     if encoding not in ("latin1", "latin-1"):
         raise _RefusedError(f"a call to the {encoding!r} codec")
     return codecs.encode(text, "latin1")
+
+
 @lru_cache(maxsize=1)
 def _safe_globals() -> dict[tuple[str, str], Any]:
     """The only globals a CIFAR pickle may name: what numpy needs to rebuild plain arrays."""
@@ -65,6 +76,8 @@ def _safe_globals() -> dict[tuple[str, str], Any]:
         table[(f"{pkg}.multiarray", "scalar")] = multiarray.scalar
         table[(f"{pkg}.numeric", "_frombuffer")] = numeric._frombuffer
     return table
+
+
 class _CifarUnpickler(pickle.Unpickler):
     """Unpickler that rebuilds dicts, lists, strings and numpy arrays and refuses anything else."""
 
@@ -79,6 +92,8 @@ class _CifarUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> Any:
         raise _RefusedError("a reference to an external object")
+
+
 def load_cifar_pickle(path: str | Path) -> dict[str, Any]:
     """Load one CIFAR python-format file with the restricted unpickler -> dict with str keys."""
     path = Path(path)
@@ -105,6 +120,8 @@ def load_cifar_pickle(path: str | Path) -> dict[str, Any]:
         raise GenlabError(f"corrupt CIFAR file {path}: expected a dict, found "
                           f"{type(obj).__name__}; {redo}")
     return {k.decode("latin1") if isinstance(k, bytes) else str(k): v for k, v in obj.items()}
+
+
 def _cifar_batch(obj: dict[str, Any], path: Path, label_key: str,
                  num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Validated (uint8 (N, 3, 32, 32), int64 (N,)) from one unpickled batch dict."""
@@ -142,6 +159,8 @@ def _cifar_batch(obj: dict[str, Any], path: Path, label_key: str,
         raise GenlabError(f"corrupt CIFAR file {path}: labels outside 0..{num_classes - 1}; "
                           f"{redo}")
     return data.astype(np.uint8).reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
 def _cifar_names(meta: Path, key: str, num_classes: int, fallback: Sequence[str]) -> list[str]:
     if not is_file(meta):
         return list(fallback)
@@ -150,6 +169,8 @@ def _cifar_names(meta: Path, key: str, num_classes: int, fallback: Sequence[str]
         raise GenlabError(f"corrupt CIFAR file {meta}: {key!r} should list {num_classes} class "
                           "names; delete it and download again")
     return [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]
+
+
 def read_cifar_bin(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Read a CIFAR-10 binary batch (records of 1 label byte + 3072 pixel bytes).
 
@@ -174,6 +195,8 @@ def read_cifar_bin(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if labels.max() >= 10:
         raise GenlabError(f"corrupt CIFAR-10 binary file {path}: labels outside 0..9; {redo}")
     return records[:, 1:].reshape(-1, 3, 32, 32).copy(), labels
+
+
 def _fetch_cifar(cls_name: str) -> Callable[[Any, Path], None]:
     # Fetch the md5-checked archive only: constructing torchvision's CIFAR class would unpickle
     # the files with plain pickle, and genlab reads them with its own restricted reader.
@@ -183,6 +206,8 @@ def _fetch_cifar(cls_name: str) -> Callable[[Any, Path], None]:
         cls = getattr(tvd, cls_name)
         download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
     return fetch
+
+
 def load_cifar10(data_dir: Path | None, download: bool) -> Dataset:
     hint = ("pass --data-dir DIR holding cifar-10-batches-py/ (torchvision's layout) or "
             "cifar-10-batches-bin/, set GENLAB_DATA")
@@ -222,6 +247,8 @@ def load_cifar10(data_dir: Path | None, download: bool) -> Dataset:
     x_train, y_train = concat(parts[:5])
     x_test, y_test = concat(parts[5:])
     return build_dataset("cifar10", x_train, y_train, x_test, y_test, classes, source)
+
+
 def load_cifar100(data_dir: Path | None, download: bool) -> Dataset:
     hint = ("pass --data-dir DIR holding cifar-100-python/ (torchvision's layout), set "
             "GENLAB_DATA")

@@ -1,4 +1,5 @@
-"""genlab.data.sources.idx: split from genlab.data.registry. TODO docstring."""
+"""MNIST and Fashion-MNIST from their IDX files (plain or gzipped), read by genlab's own
+streaming reader, which checks every size against the header before it allocates."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ from genlab.errors import GenlabError
 
 _IDX_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"),
                0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
 def _read_idx_stream(stream: Any, path: Path, gz: bool, on_disk: int, redo: str) -> np.ndarray:
     """The array of an open IDX stream (gunzipped when ``gz``; ``on_disk``: the file's size).
 
@@ -75,6 +78,8 @@ def _read_idx_stream(stream: Any, path: Path, gz: bool, on_disk: int, redo: str)
                           f"{' x '.join(map(str, dims))}), {what} holds more; {redo}")
     array = np.frombuffer(data, dtype=dtype).reshape(dims)  # writable: shares ``data``
     return array if dtype.isnative else array.astype(dtype.newbyteorder("="))
+
+
 def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (raw or gzipped) into a native-endian array of the stored shape.
 
@@ -100,13 +105,19 @@ def read_idx(path: str | Path) -> np.ndarray:
             return _read_idx_stream(fh, path, False, on_disk, redo)
         with gzip.GzipFile(fileobj=fh, mode="rb") as stream:
             return _read_idx_stream(stream, path, True, on_disk, redo)
+
+
 _IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
               "t10k-labels-idx1-ubyte")
+
+
 def _idx_file(folder: Path, base: str) -> Path | None:
     for name in (base, base + ".gz"):  # the uncompressed copy is faster to read
         if is_file(folder / name):
             return folder / name
     return None
+
+
 def _idx_images_labels(images_path: Path, labels_path: Path,
                        num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = read_idx(images_path), read_idx(labels_path)
@@ -120,6 +131,8 @@ def _idx_images_labels(images_path: Path, labels_path: Path,
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         raise GenlabError(f"{labels_path} has labels outside 0..{num_classes - 1}; {redo}")
     return images_u8(images[:, None]), torch.from_numpy(labels.astype(np.int64))
+
+
 def _load_idx_set(name: str, title: str, tv_class: str, classes: Sequence[str],
                   data_dir: Path | None, download: bool, extra: Sequence[Path],
                   hint: str) -> Dataset:
@@ -160,15 +173,22 @@ def _load_idx_set(name: str, title: str, tv_class: str, classes: Sequence[str],
     paths = [_idx_file(folder, base) for base in _IDX_NAMES]
     x_train, y_train = _idx_images_labels(paths[0], paths[1], len(classes))
     x_test, y_test = _idx_images_labels(paths[2], paths[3], len(classes))
-    return build_dataset(name, x_train, y_train, x_test, y_test, classes, f"{title} IDX files in {folder}")
+    return build_dataset(name, x_train, y_train, x_test, y_test, classes,
+                         f"{title} IDX files in {folder}")
+
+
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot")
 DIGIT_CLASSES = tuple(str(i) for i in range(10))
+
+
 def load_fashion_mnist(data_dir: Path | None, download: bool) -> Dataset:
     hint = ("pass --data-dir DIR holding the four IDX files (train-images-idx3-ubyte[.gz], ...), "
             "set GENLAB_DATA, `apt-get install dataset-fashion-mnist`")
     return _load_idx_set("fashion-mnist", "Fashion-MNIST", "FashionMNIST", FASHION_MNIST_CLASSES,
                          data_dir, download, debian_fashion_mnist_dirs(), hint)
+
+
 def load_mnist(data_dir: Path | None, download: bool) -> Dataset:
     hint = ("pass --data-dir DIR holding the four IDX files (train-images-idx3-ubyte[.gz], ...), "
             "set GENLAB_DATA")

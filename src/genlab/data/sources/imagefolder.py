@@ -44,6 +44,8 @@ DEFAULT_SIZE = 299
 MAX_SIZE = 4096
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 SPLITS = ("train", "val")
+
+
 def imagefolder_name(size: int = DEFAULT_SIZE, stream: bool = False) -> str:
     """The data-set name for the ImageFolder tree at ``size`` x ``size``; registers it if new.
 
@@ -59,8 +61,12 @@ def imagefolder_name(size: int = DEFAULT_SIZE, stream: bool = False) -> str:
                          f"ImageFolder tree in --data-dir at {size}x{size} ({how})",
                          streams=True)
     return name
+
+
 #: the data-set names of ImageFolder trees: a size other than 299, and/or always streamed
 FAMILY = r"imagefolder(?:-(\d+))?(-stream)?"
+
+
 def register_named(name: str) -> None:
     """Register ``imagefolder[-SIZE][-stream]`` (a name matching ``FAMILY``)."""
     m = re.fullmatch(FAMILY, name)
@@ -70,11 +76,15 @@ def register_named(name: str) -> None:
             raise GenlabError(f"image_size must be an integer from 8 to {MAX_SIZE}, got "
                               f"{digits[:20]}...")
         imagefolder_name(int(digits), stream=bool(m.group(2)))
+
+
 def _loader(size: int, stream: bool | None):
     def load(data_dir: Path | None, download: bool) -> Dataset:
         return load_imagefolder(data_dir, size, stream=stream)
 
     return load
+
+
 def _check_tree(data_dir: Path | None) -> Path:
     if data_dir is None:
         raise GenlabError("imagefolder needs --data-dir DIR with DIR/train/<class>/*.jpg and "
@@ -87,12 +97,16 @@ def _check_tree(data_dir: Path | None) -> Path:
                               "folder of images per class (DIR/train/<class>/*.jpg, "
                               "DIR/val/<class>/*.jpg)")
     return root
+
+
 def _has_subfolder(d: Path) -> bool:
     try:
         with os.scandir(d) as entries:
             return any(e.is_dir() for e in entries)
     except OSError as exc:
         raise _os_error(d, exc) from exc
+
+
 def memory_limit_gb() -> float:
     """``$GENLAB_IMAGEFOLDER_MAX_GB``: the largest tree (GB of float32 images) held in memory."""
     text = os.environ.get("GENLAB_IMAGEFOLDER_MAX_GB", "32")
@@ -103,6 +117,8 @@ def memory_limit_gb() -> float:
     if not limit >= 0:  # nan too
         raise GenlabError(f"$GENLAB_IMAGEFOLDER_MAX_GB must be a number of GB >= 0, got {text!r}")
     return limit
+
+
 def load_imagefolder(data_dir: Path | None, size: int = DEFAULT_SIZE,
                      stream: bool | None = None) -> Dataset:
     """Both splits of an ImageFolder tree: images (N, 3, size, size) in [0, 1], labels (N,).
@@ -136,4 +152,6 @@ def load_imagefolder(data_dir: Path | None, size: int = DEFAULT_SIZE,
                    y_test=y_te, num_classes=len(train.classes), classes=list(train.classes),
                    mean=mean, std=std,
                    source=what + f", streamed from disk: {gb:.0f} GB as float32)")
+
+
 imagefolder_name(DEFAULT_SIZE)

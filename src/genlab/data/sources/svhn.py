@@ -1,4 +1,4 @@
-"""genlab.data.sources.svhn: split from genlab.data.registry. TODO docstring."""
+"""SVHN from its MATLAB files (``scipy.io.loadmat``), sizes checked before loading."""
 
 from __future__ import annotations
 
@@ -72,6 +72,8 @@ def read_svhn_mat(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if x.dtype != np.uint8:
         raise GenlabError(f"corrupt SVHN file {path}: X should be uint8, found {x.dtype}; {redo}")
     return np.transpose(x, (3, 2, 0, 1)), labels
+
+
 def load_svhn(data_dir: Path | None, download: bool) -> Dataset:
     hint = "pass --data-dir DIR holding train_32x32.mat and test_32x32.mat, set GENLAB_DATA"
     files = ("train_32x32.mat", "test_32x32.mat")

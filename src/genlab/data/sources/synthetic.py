@@ -1,4 +1,5 @@
-"""genlab.data.sources.synthetic: split from genlab.data.registry. TODO docstring."""
+"""Synthetic data sets built offline from a fixed seed: ``gaussian`` noise images with random
+labels."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ GAUSSIAN_NUM_CLASSES = 10
 GAUSSIAN_TRAIN_SIZE = 5000
 GAUSSIAN_TEST_SIZE = 1000
 GAUSSIAN_SEED = 0
+
+
 def load_gaussian(data_dir: Path | None, download: bool) -> Dataset:
     gen = torch.Generator().manual_seed(GAUSSIAN_SEED)
     n = GAUSSIAN_TRAIN_SIZE + GAUSSIAN_TEST_SIZE

@@ -1,7 +1,7 @@
 """Executors: local processes, Ray tasks, torchrun's data-parallel processes.
 
-This ``__init__`` registers them; :func:`genlab.execution.sweep.run_plan` picks one by name (torchrun
-whenever the process was started by torchrun).
+This ``__init__`` registers them; :func:`genlab.execution.sweep.run_plan` picks one by name
+(torchrun whenever the process was started by torchrun).
 """
 
 from genlab.execution.executors.base import EXECUTORS, Executor, Report, RunOptions

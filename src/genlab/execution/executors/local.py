@@ -86,33 +86,7 @@ def work(job: tuple) -> tuple[dict, bool, float, str | None]:
     return spec_dict, trained, time.perf_counter() - t0, None
 
 
-
-
-
-
-
-
 # --- many models at once ----------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 class LocalExecutor(Executor):

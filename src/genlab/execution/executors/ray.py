@@ -44,7 +44,7 @@ def run_ray(specs: list[RunSpec], out: Path, *, address: str | None, device: str
     if device == "cuda" and not use_gpu:
         raise GenlabError("--device cuda asked for, but the Ray cluster has no GPU")
     task = ray.remote(num_cpus=1, num_gpus=gpus_per_run if use_gpu else 0,
-                      max_retries=3, retry_exceptions=False)(ray_work)
+                      max_retries=3, retry_exceptions=False)(_ray_work)
     worker_device = "cuda" if use_gpu else "cpu"
     pending = {task.remote((spec.to_dict(), str(out), worker_device, data_dir, download,
                             checkpoint_every_s)): spec for spec in specs}
@@ -58,7 +58,7 @@ def run_ray(specs: list[RunSpec], out: Path, *, address: str | None, device: str
         report(spec, trained, seconds, error)
 
 
-def ray_work(job: tuple) -> tuple[dict, bool, float, str | None]:
+def _ray_work(job: tuple) -> tuple[dict, bool, float, str | None]:
     import torch
 
     torch.set_num_threads(1)

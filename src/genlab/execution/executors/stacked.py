@@ -23,8 +23,8 @@ def batch_groups(specs: list[RunSpec], store: Store) -> tuple[list[list[RunSpec]
 
     A group shares the data set, subset sizes and preprocessing, one stackable architecture
     (genlab's MLPs, ``alexnet-small``, ``inception-small``, ``inception-small-nobn``: see
-    :mod:`genlab.training.stacked`) and the loop limits (batch size, epochs, steps, evaluation); labels,
-    pixels, seeds, learning rates, momentum, weight decay and augmentation may differ. Runs
+    :mod:`genlab.training.stacked`) and the loop limits (batch size, epochs, steps, evaluation);
+    labels, pixels, seeds, learning rates, momentum, weight decay and augmentation may differ. Runs
     with dropout, ``eval_steps``, ``fast``, ``target_margin`` or ``compile``, runs on data sets
     that may stream from disk, and runs with a checkpoint (they resume on their own), train one
     by one.
@@ -57,7 +57,8 @@ _PROBE_SHAPES = ((3, 32, 32), (1, 28, 28), (1, 8, 8), (1, 2, 2))
 
 
 def stackable(model: str) -> bool:
-    """Whether runs of ``model`` can train stacked (:func:`genlab.training.stacked.check_stackable`)."""
+    """Whether runs of ``model`` can train stacked
+    (:func:`genlab.training.stacked.check_stackable`)."""
     import torch
 
     from genlab.models.registry import build_model
