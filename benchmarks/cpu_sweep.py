@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 
 import genlab
-from genlab.training.batched import train_batched
 from genlab.execution.prepare import prepare
+from genlab.training.batched import train_batched
 from genlab.training.loop import train
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -4,7 +4,8 @@ Both sides train the same MLP 1x512 (same initial weights) on the same real Fash
 with the same recipe (SGD lr 0.01, momentum 0.9, batch 128, lr x0.95 per epoch, no early stop)
 for the same number of epochs, and evaluate train and test accuracy after every epoch:
 
-  genlab  ``genlab.training.loop.train`` on the normalised tensors made by ``genlab.execution.prepare.prepare``.
+  genlab  ``genlab.training.loop.train`` on the normalised tensors made by
+          ``genlab.execution.prepare.prepare``.
   plain   what a typical torchvision training script does: a ``Dataset`` over the uint8 images
           returning PIL images through ``Compose([ToTensor(), Normalize(mean, std)])`` per
           sample, ``DataLoader(batch_size=128, shuffle=True)`` (num_workers=0, the default), a
@@ -160,7 +161,8 @@ def make_spec(train_size: int, test_size: int, epochs: int, seed: int) -> genlab
 
 @contextlib.contextmanager
 def timed_evaluate(acc: list[float]) -> Iterator[None]:
-    """Time genlab's evaluation by wrapping ``genlab.training.loop.evaluate`` (if it still exists)."""
+    """Time genlab's evaluation by wrapping ``genlab.training.loop.evaluate`` (if it still
+    exists)."""
     original = getattr(genlab_train, "evaluate", None)
     if original is None:
         yield

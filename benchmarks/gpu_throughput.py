@@ -20,8 +20,8 @@ compile     ``fast + compile``: the fast path trained through ``torch.compile`` 
             (first epoch minus a steady epoch) is the compile time.
 
 batched     K=6 models (mlp1x512, alexnet-small) on K label sets, one epoch each:
-            stacked and trained at once (``genlab.training.batched.train_batched``, fp32) vs the K runs
-            one by one (fp32, and with the fast path). A short warm-up of each first.
+            stacked and trained at once (``genlab.training.batched.train_batched``, fp32) vs
+            the K runs one by one (fp32, and with the fast path). A short warm-up of each first.
 
 memory      ``torch.cuda.max_memory_allocated`` above what was allocated before: the N-image
             training set and N/5-image test set resident on the GPU (float32, as genlab keeps
@@ -67,8 +67,8 @@ from torch.utils.flop_counter import FlopCounterMode
 # this checkout's genlab, installed or not (a GPU machine may have no network to install it)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import genlab  # noqa: E402
-from genlab.training.batched import train_batched  # noqa: E402
 from genlab.models.recipes import recipe_for  # noqa: E402
+from genlab.training.batched import train_batched  # noqa: E402
 from genlab.training.loop import synced_clock, train  # noqa: E402
 
 #: Dense peak TFLOP/s (no sparsity) by device-name substring, first match wins:
@@ -330,8 +330,8 @@ def memory_peak(n: int, n_test: int, k: int, device: torch.device, copies: bool
     """Peak bytes allocated on the GPU above what was allocated before, for an n-image data
     set resident on the device plus K stacked MLP 1x512 trained for one epoch (train and test
     evaluation included). ``copies``: the layout ``genlab run --batched`` trains from
-    (genlab.execution.executors.local.prepare_stacked: every run's data copied into one (K, N, ...) stack,
-    each run's own tensors then dropped); else one shared copy, expanded. None on the CPU
+    (genlab.execution.prepare.prepare_stacked: every run's data copied into one (K, N, ...)
+    stack, each run's own tensors then dropped); else one shared copy, expanded. None on the CPU
     (it still trains, as a smoke test)."""
     base = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     if device.type == "cuda":

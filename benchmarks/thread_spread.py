@@ -1,8 +1,8 @@
 """How much a run's numbers move with the CPU thread count, when nothing fixes it.
 
-genlab trains every CPU run with one intra-op thread (genlab.execution.execute.TRAINING_THREADS), so a
-run's numbers do not depend on how it was scheduled. This script shows what that buys: it trains
-the same specs with genlab's trainer at 1 and at N threads, side by side in one process, and
+genlab trains every CPU run with one intra-op thread (genlab.execution.execute.TRAINING_THREADS),
+so a run's numbers do not depend on how it was scheduled. This script shows what that buys: it
+trains the same specs with genlab's trainer at 1 and at N threads, side by side in one process, and
 prints the steps to fit, final losses and accuracies of each, and their spread.
 
     python benchmarks/thread_spread.py                        # MLP 1x512 on digits

@@ -15,7 +15,6 @@ import secrets
 from pathlib import Path
 
 from genlab.errors import GenlabError
-from genlab.validation import NAME_MAX, check_path  # noqa: F401  (re-exported)
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 

@@ -23,7 +23,6 @@ from torch import nn
 
 from genlab.spec import Recipe
 from genlab.training import rules
-from genlab.training.rules import EVAL_BATCH, EVAL_BATCH_CPU  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
     from genlab.data.streaming import ImageFiles
@@ -87,8 +86,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
              batch: int | None = None) -> tuple[float, float]:
     """Mean cross-entropy loss (nats) and accuracy in [0, 1] of ``model`` on (x, y), eval mode.
 
-    ``batch``: images per forward pass; default ``EVAL_BATCH`` on GPUs, ``EVAL_BATCH_CPU`` on
-    the CPU (the result does not depend on it).
+    ``batch``: images per forward pass; default ``rules.EVAL_BATCH`` on GPUs,
+    ``rules.EVAL_BATCH_CPU`` on the CPU (the result does not depend on it).
     """
     loss, acc, _ = evaluate_margin(model, x, y, 0.0, batch)
     return loss, acc
