@@ -4,7 +4,9 @@ private cross-module imports and the longest modules.
 
 Every ``import`` and ``from ... import`` statement counts, at module level or inside a
 function, except those under ``if TYPE_CHECKING:``. ``from genlab.data import x`` is an edge to
-``genlab.data`` (its ``__init__``), and also to ``genlab.data.x`` when that is a module.
+``genlab.data`` (its ``__init__``), or to ``genlab.data.x`` alone when that is a module (Python
+imports every parent package's ``__init__`` on the way, for any import; those edges are not
+counted).
 """
 
 from __future__ import annotations
@@ -72,12 +74,13 @@ def modules(src: Path = SRC, root: str = "genlab") -> dict[str, Module]:
                 target = node.module or ""
             if not (target == root or target.startswith(root + ".")):
                 continue
-            mod.imports.add(_existing(target, found))
             for a in node.names:
                 sub = f"{target}.{a.name}"
-                if sub in found:
+                if sub in found:  # a submodule: ``from genlab import paper`` imports paper
                     mod.imports.add(sub)
-                elif a.name.startswith("_") and not a.name.startswith("__"):
+                    continue
+                mod.imports.add(_existing(target, found))
+                if a.name.startswith("_") and not a.name.startswith("__"):
                     mod.private.append((target, a.name))
         mod.imports.discard(mod.name)
     return found
