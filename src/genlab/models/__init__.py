@@ -27,13 +27,16 @@ register_model("mlp3x512", mlp_family("512x512x512"),
                description="MLP 3x512 (paper: 1,735,178 params)")
 register_model("alexnet-small", alexnet_small,
                description="small AlexNet, 2 conv+LRN blocks, FC 384-192 "
-                           "(paper: 1,387,786 params)")
+                           "(paper: 1,387,786 params)", recipe_family="alexnet")
 register_model("inception-small", inception_small,
-               description="small Inception of the paper's Figure 3 (paper: 1,649,402 params)")
+               description="small Inception of the paper's Figure 3 (paper: 1,649,402 params)",
+               recipe_family="inception")
 register_model("inception-small-nobn", inception_small_nobn,
-               description="small Inception without BatchNorm (paper: 1,649,402 params)")
+               description="small Inception without BatchNorm (paper: 1,649,402 params)",
+               recipe_family="inception-nobn")
 register_model("inception-v3", inception_v3,
-               description="torchvision Inception V3 (Table 2; input >= 75x75; --dropout)")
+               description="torchvision Inception V3 (Table 2; input >= 75x75; --dropout)",
+               recipe_family="inception")
 
 __all__ = [
     "MLP", "MODELS", "ModelFactory", "build_model", "check_model", "count_parameters",

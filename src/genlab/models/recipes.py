@@ -22,6 +22,7 @@ import dataclasses
 from typing import Any
 
 from genlab.errors import GenlabError
+from genlab.models.registry import MODELS
 from genlab.spec import Recipe
 
 PRESETS = ("paper",)
@@ -40,14 +41,13 @@ FAMILIES: dict[str, dict[str, float]] = {
 
 
 def family(model: str) -> str:
-    """The recipe family of a model name: inception(-nobn), alexnet or mlp (else: mlp's)."""
-    if model.startswith("inception") and model.endswith("-nobn"):
-        return "inception-nobn"
-    if model.startswith("inception"):
-        return "inception"
-    if model.startswith("alexnet"):
-        return "alexnet"
-    return "mlp"
+    """The recipe family of a model: what its registry entry declares (``recipe_family``:
+    inception, inception-nobn, alexnet or mlp); mlp's for a model that declares none."""
+    try:
+        entry = MODELS.find(model)
+    except GenlabError:  # a family member with bad arguments: refused when it is built
+        entry = None
+    return entry.meta.get("recipe_family", "mlp") if entry is not None else "mlp"
 
 
 def weight_decay_on(model: str) -> float:

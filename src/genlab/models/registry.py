@@ -28,18 +28,22 @@ ModelFactory = Callable[..., nn.Module]
 MODELS: Registry[ModelFactory] = Registry("model")
 
 
-def register_model(name: str, factory: ModelFactory | None = None, *, description: str = ""):
+def register_model(name: str, factory: ModelFactory | None = None, *, description: str = "",
+                   recipe_family: str = "mlp"):
     """Register ``factory(input_shape, num_classes) -> nn.Module`` under ``name``.
 
     Usable as a decorator (``@register_model("mynet")``) or a call. Re-registering a name
     replaces it, so notebooks can redefine a model. A model registered from outside genlab is
     a custom model: its runs are identified by what it builds (:mod:`genlab.models.identity`),
-    so a redefinition gives new runs instead of reusing the old results.
+    so a redefinition gives new runs instead of reusing the old results. ``recipe_family``:
+    whose named recipe ``--preset paper`` gives it (:mod:`genlab.models.recipes`).
     """
-    return MODELS.register(name, factory, description=description, origin=caller_module())
+    return MODELS.register(name, factory, description=description, origin=caller_module(),
+                           recipe_family=recipe_family)
 
 
-def register_family(prefix: str, parse: Callable[[str], ModelFactory], description: str) -> None:
+def register_family(prefix: str, parse: Callable[[str], ModelFactory], description: str, *,
+                    recipe_family: str = "mlp") -> None:
     """Register a parametrised family: ``prefix:ARGS`` is built by ``parse(ARGS)``."""
     origin = caller_module()
 
@@ -54,7 +58,7 @@ def register_family(prefix: str, parse: Callable[[str], ModelFactory], descripti
                               f"{describe_error(e)}") from e
 
     MODELS.register_family(re.escape(prefix) + r":.+", make, description,
-                           label=prefix + ":...", origin=origin)
+                           label=prefix + ":...", origin=origin, recipe_family=recipe_family)
 
 
 def is_custom_model(name: str) -> bool:

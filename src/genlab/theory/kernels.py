@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from genlab.errors import GenlabError
 from genlab.theory.arrays import as_matrix, as_tensor, blockwise, out_dtype, pair, rows_per_block
+from genlab.theory.ntk import relu_nngp, relu_ntk
 
 Matvec = Callable[[Tensor], Tensor]
 
@@ -59,7 +60,11 @@ def gaussian_kernel(X: Any, Z: Any | None = None, gamma: float = 0.02, *,
     return blockwise(Xm, Zm, block, chunk, dtype)
 
 
-KERNELS = ("gaussian", "linear", "nngp", "ntk")
+#: kernel functions ``k(X, Z=None, *, chunk=None, **params) -> (n, m)`` by name: a plain table,
+#: since theory imports nothing of genlab but errors and validation
+KERNELS: dict[str, Callable[..., Tensor]] = {
+    "gaussian": gaussian_kernel, "linear": linear_kernel, "nngp": relu_nngp, "ntk": relu_ntk,
+}
 
 
 def kernel_matrix(kind: str, X: Any, Z: Any | None = None, *, chunk: int | None = None,
@@ -69,19 +74,13 @@ def kernel_matrix(kind: str, X: Any, Z: Any | None = None, *, chunk: int | None 
     ``params`` go to the kernel: ``gamma`` for ``gaussian``; ``depth``, ``sigma_w2``,
     ``sigma_b2`` for the infinite-width ReLU kernels ``nngp`` and ``ntk`` (see ``theory.ntk``).
     """
+    fn = KERNELS.get(kind)
+    if fn is None:
+        raise GenlabError(f"unknown kernel {kind!r}; choose one of {', '.join(KERNELS)}")
     try:
-        if kind == "gaussian":
-            return gaussian_kernel(X, Z, chunk=chunk, **params)
-        if kind == "linear":
-            return linear_kernel(X, Z, chunk=chunk, **params)
-        if kind in ("nngp", "ntk"):
-            from genlab.theory.ntk import relu_nngp, relu_ntk  # lazy: ntk imports this module
-
-            fn = relu_nngp if kind == "nngp" else relu_ntk
-            return fn(X, Z, chunk=chunk, **params)
+        return fn(X, Z, chunk=chunk, **params)
     except TypeError as e:  # an unknown keyword is a user error
         raise GenlabError(f"bad parameters {sorted(params)} for kernel {kind!r}: {e}") from e
-    raise GenlabError(f"unknown kernel {kind!r}; choose one of {', '.join(KERNELS)}")
 
 
 @dataclass
