@@ -116,3 +116,37 @@ def test_canonical_names():
 def test_bad_conditions_are_refused(bad, digits_small):
     with pytest.raises(GenlabError):
         apply_condition(digits_small, bad, 0)
+
+
+def test_a_registered_condition_declares_what_it_changes(digits_small):
+    """genlab.register_condition: the entry, not the name, says labels or pixels and whether
+    it may stream; apply_condition runs it seeded and counts what it changed."""
+    import genlab
+    from genlab.data import CONDITIONS
+
+    def swap(data, gen, level):
+        y = data.y_train.clone()
+        y[data.y_train == 0], y[data.y_train == 1] = 1, 0
+        return data.replace(y_train=y)
+
+    def flip(data, gen, level):
+        return data.replace(x_train=data.x_train.flip(-1), x_test=data.x_test.flip(-1))
+
+    genlab.register_condition("swap-test", swap, changes="labels", description="swap 0, 1")
+    genlab.register_condition("flip-test", flip, changes="pixels")
+    try:
+        assert CONDITIONS.get("swap-test").meta["streams"] is True
+        assert CONDITIONS.get("flip-test").meta["streams"] is False
+        assert genlab.list_conditions()["swap-test"] == "swap 0, 1"
+        out, info = genlab.apply_condition(digits_small, "swap-test", 0)
+        n01 = int(((digits_small.y_train == 0) | (digits_small.y_train == 1)).sum())
+        assert info.labels_changed == n01 and not info.pixels_changed
+        out, info = genlab.apply_condition(digits_small, "flip-test", 0)
+        assert info.pixels_changed and info.labels_changed == 0
+        with pytest.raises(GenlabError, match="changes must be one of labels, pixels, both"):
+            genlab.register_condition("bad-test", swap, changes="colours")
+        with pytest.raises(GenlabError, match="without ':'"):
+            genlab.register_condition("bad:test", swap, changes="labels")
+    finally:
+        CONDITIONS.remove("swap-test")
+        CONDITIONS.remove("flip-test")
