@@ -248,6 +248,8 @@ class ImageFiles:
     """
 
     dtype = torch.float32
+    #: read batch by batch from disk (genlab.training.images: the trainer's interface)
+    resident = False
 
     def __init__(self, folder: Any, index: np.ndarray | None = None, *,
                  preprocess: str = "none", mean: Sequence[float] = (),

@@ -15,7 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
 import pandas as pd
 
@@ -58,8 +57,8 @@ def widths_of(o: Options) -> list[int]:
     given = o.extra["widths"]
     items = given if isinstance(given, list) else [given]
     if not items:
-        raise GenlabError("--set widths= needs at least one hidden width (a whole number >= 1), "
-                          "e.g. --set widths=[8,64,512]; got []")
+        raise GenlabError("widths needs at least one hidden width (a whole number >= 1), "
+                          "e.g. [8, 64, 512]; got []", param="widths")
     return [number("widths", w, lo=1, integer=True) for w in items]
 
 
@@ -70,7 +69,7 @@ def check_extra(o: Options) -> None:
     rf_features_of(o)  # checks rf_points too
     act = o.extra["rf_activation"]
     if not isinstance(act, str) or act not in ("relu", "tanh"):
-        raise GenlabError(f"--set rf_activation= must be relu or tanh, got {act!r}")
+        raise GenlabError(f"rf_activation must be relu or tanh, got {act!r}", param="rf_activation")
 
 
 def rf_features_of(o: Options) -> list[int]:
@@ -227,6 +226,8 @@ def _epoch_figure(runs: pd.DataFrame, curves: pd.DataFrame, outdir: Path):
     ax = axes[0]
     done = runs[runs["status"] == "done"]
     seed = done["seed"].min() if len(done) else 0
+    import matplotlib
+
     cmap = matplotlib.colormaps["viridis"]
     sub = done[done["seed"] == seed].copy()
     sub["width"] = [int(m.split(":")[1]) for m in sub["model"]]

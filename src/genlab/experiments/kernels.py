@@ -79,8 +79,8 @@ def parse_features(value: Any) -> int:
         n = value.partition(":")[2]
         if n.isdigit() and int(n) >= 1:
             return int(n)
-    raise GenlabError(f"--set features= must be none or random-conv:N (N filters >= 1), "
-                      f"got {value!r}")
+    raise GenlabError(f"features must be none or random-conv:N (N filters >= 1), "
+                      f"got {value!r}", param="features")
 
 
 def kernel_params(kind: str, e: dict[str, Any]) -> dict[str, Any]:
@@ -97,14 +97,15 @@ def tasks(o: Options) -> list[Task]:
     kinds = [str(k) for k in as_list("kernel", e["kernel"])]
     for k in kinds:
         if k not in tk.KERNELS:
-            raise GenlabError(f"--set kernel= must be one of {', '.join(tk.KERNELS)} "
-                              f"(or a JSON list of them), got {k!r}")
+            raise GenlabError(f"kernel must be one of {', '.join(tk.KERNELS)} "
+                              f"(or a JSON list of them), got {k!r}", param="kernel")
     ridges = [number("ridge", r, lo=0) for r in as_list("ridge", e["ridge"])]
     feats = [str(f) for f in as_list("features", e["features"])]
     for f in feats:
         parse_features(f)
     if e["solver"] not in ("auto", "cholesky", "cg"):
-        raise GenlabError(f"--set solver= must be auto, cholesky or cg, got {e['solver']!r}")
+        raise GenlabError(f"solver must be auto, cholesky or cg, got {e['solver']!r}",
+                          param="solver")
     sgd = flag("sgd_check", e["sgd_check"])
     steps = number("sgd_steps", e["sgd_steps"], lo=1, integer=True)
     points = number("sgd_points", e["sgd_points"], lo=2, integer=True)

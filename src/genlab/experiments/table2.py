@@ -89,12 +89,14 @@ def check_extra(o: Options) -> tuple[int, str]:
     size = o.extra.get("image_size", DEFAULT_SIZE)
     if (isinstance(size, bool) or not isinstance(size, int | float) or not math.isfinite(size)
             or not float(size).is_integer() or not 8 <= size <= MAX_SIZE):
-        raise GenlabError(f"--set image_size= must be a whole number of pixels from 8 to "
-                          f"{MAX_SIZE} (default {DEFAULT_SIZE}), got {size!r}")
+        raise GenlabError(f"image_size must be a whole number of pixels from 8 to "
+                          f"{MAX_SIZE} (default {DEFAULT_SIZE}), got {size!r}",
+                          param="image_size")
     size = int(size)
     if o.dataset != "imagefolder" and (size != DEFAULT_SIZE or loader != "auto"):
-        raise GenlabError(f"--set image_size= and --set loader= apply to --dataset imagefolder, "
-                          f"not {o.dataset!r}; drop them, or use --dataset imagefolder")
+        raise GenlabError(f"image_size and loader apply to the imagefolder data set, not "
+                          f"{o.dataset!r}; drop them, or use dataset imagefolder",
+                          param="image_size")
     return size, loader
 
 

@@ -33,8 +33,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.linalg import lapack
-from scipy.sparse.linalg import LinearOperator, onenormest
 from torch import Tensor, nn
 
 from genlab.errors import GenlabError
@@ -99,6 +97,8 @@ def _bands(x: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _bidiag_solve(ab: np.ndarray, rhs: np.ndarray, transpose: bool = False) -> np.ndarray:
     """Solve B s = rhs (or B^T s = rhs) by substitution (LAPACK tbtrs), rhs (n, k)."""
+    from scipy.linalg import lapack  # scipy loads when a construction first needs it
+
     out, info = lapack.dtbtrs(ab, rhs, uplo="L", trans="T" if transpose else "N")
     if info != 0:
         raise GenlabError("the Theorem 1 system is singular: two projections coincide; "
@@ -154,6 +154,8 @@ def interleaved_condition(x: np.ndarray, b: np.ndarray) -> float:
     def inv_t(v: np.ndarray) -> np.ndarray:
         v2 = v.reshape(n, -1)
         return _diff_t(_bidiag_solve(ab, _diff_t(v2), transpose=True)).reshape(v.shape)
+
+    from scipy.sparse.linalg import LinearOperator, onenormest
 
     op = LinearOperator((n, n), matvec=inv, rmatvec=inv_t, matmat=inv, rmatmat=inv_t,
                         dtype=np.float64)

@@ -23,6 +23,7 @@ from torch import nn
 
 from genlab.spec import Recipe
 from genlab.training import rules
+from genlab.training.images import Resident, as_images
 
 if TYPE_CHECKING:
     from genlab.data.streaming import ImageFiles
@@ -98,11 +99,7 @@ def batches_of(x: torch.Tensor | ImageFiles, batch: int
     """(images, which) for resident or streamed images ``x`` in order, ``batch`` at a time;
     ``which`` indexes the matching labels (a slice, or positions). A streamed split sharded
     under torchrun yields only this rank's images."""
-    if not isinstance(x, torch.Tensor):  # streamed from disk
-        yield from x.in_order(batch)
-        return
-    for i in range(0, len(x), batch):
-        yield x[i:i + batch], slice(i, i + batch)
+    return as_images(x).in_order(batch)
 
 
 @torch.no_grad()
@@ -114,12 +111,13 @@ def evaluate_margin(model: nn.Module, x: torch.Tensor | ImageFiles, y: torch.Ten
     ``margin`` 0 the third value is NaN (not computed). One pass in eval mode. Images streamed
     from disk and sharded under torchrun are evaluated by all ranks together (sums reduced).
     """
+    x = as_images(x)
     batch = batch or rules.eval_batch(x.device)
     was_training = model.training
     model.eval()
     loss = torch.zeros((), device=x.device, dtype=torch.float64)
     counts = torch.zeros(3, device=x.device, dtype=torch.int64)  # correct, wide, n
-    for xb, which in batches_of(x, batch):
+    for xb, which in x.in_order(batch):
         out = model(xb)
         yb = y[which]
         loss += F.cross_entropy(out.float(), yb, reduction="sum").double()
@@ -128,8 +126,7 @@ def evaluate_margin(model: nn.Module, x: torch.Tensor | ImageFiles, y: torch.Ten
             counts[1] += (logit_margins(out.float(), yb) >= margin).sum()
         counts[2] += len(yb)
     model.train(was_training)
-    if not isinstance(x, torch.Tensor):
-        x.all_reduce(loss, counts)  # no-op unless sharded
+    x.all_reduce(loss, counts)  # no-op unless streamed and sharded
     n = max(int(counts[2]), 1)
     return (float(loss) / n, int(counts[0]) / n,
             int(counts[1]) / n if margin else math.nan)
@@ -184,13 +181,14 @@ def train(
     device = x_train.device
     state = state or TrainState()
     fast = recipe.fast
-    resident = isinstance(x_train, torch.Tensor)
+    images = as_images(x_train)
     if channels_last(model, x_train, recipe):
         model = model.to(memory_format=torch.channels_last)
-        if fast and resident:  # on the CPU inputs may stay NCHW (oneDNN converts; no copy)
-            x_train = x_train.contiguous(memory_format=torch.channels_last)
-    if fast and resident and device.type == "cuda":
-        x_train = x_train.to(torch.bfloat16)  # half the memory and bandwidth, resident
+        if fast and images.resident:  # on the CPU inputs may stay NCHW (oneDNN converts)
+            images = Resident(images.x.contiguous(memory_format=torch.channels_last))
+    if fast and images.resident and device.type == "cuda":
+        images = Resident(images.x.to(torch.bfloat16))  # half the memory and bandwidth
+    x_train = images.x if images.resident else x_train
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast)
     own, net, cached = model, model, None
     if recipe.compile:  # train the process's cached compiled module, loaded with model's state
@@ -214,7 +212,7 @@ def train(
     while not _finished(state, recipe):
         lr = _set_lr(opt, recipe, state)
         perm = torch.randperm(n, device=device, generator=gen)
-        stream = None if resident else x_train.batches(perm, bs, shard)  # reads perm's order
+        stream = images.batches(perm, bs, shard)  # the same images, resident or read from disk
         running = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.int64)
         seen = 0
@@ -226,7 +224,7 @@ def train(
             if shard is not None:  # this rank's positions in the global batch
                 share = (len(idx), slice(shard[0], None, shard[1]))
                 idx = idx[share[1]]
-            xb = x_train[idx] if stream is None else next(stream)
+            xb = next(stream)
             if augment is not None:
                 xb = augment(xb, gen, share)
             yb = y_train[idx]

@@ -62,6 +62,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from genlab.errors import GenlabError
 from genlab.execution.executors.base import Executor, Report
+from genlab.training.images import as_images
 
 
 def env() -> tuple[int, int, int] | None:
@@ -211,7 +212,7 @@ def _train_one(spec: Any, store: Any, dev: torch.device, rank: int, world: int,
     prep = prepare(spec, dev, data_dir=data_dir, download=download)
     keep = len(prep.y_train) - len(prep.y_train) % world  # equal shares on every rank
     prep.x_train, prep.y_train = prep.x_train[:keep], prep.y_train[:keep]
-    if not isinstance(prep.x_train, torch.Tensor):  # streamed: evaluate in shares, all-reduce
+    if not as_images(prep.x_train).resident:  # streamed: evaluate in shares, all-reduce
         prep.x_train = prep.x_train.sharded(rank, world)
         prep.x_test = prep.x_test.sharded(rank, world)
     digest = labels_digest(prep.y_train)
