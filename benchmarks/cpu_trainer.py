@@ -243,7 +243,7 @@ def markdown(summary: dict[str, dict[str, Any]], env: dict[str, Any]) -> str:
         "| test acc |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    names = {"genlab": "genlab `train.train` (tensors)",
+    names = {"genlab": "genlab `training.loop.train` (tensors)",
              "plain": "plain (PIL + ToTensor + DataLoader)"}
     for key in ("genlab", "plain"):
         s = summary[key]

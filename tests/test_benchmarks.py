@@ -119,3 +119,15 @@ def test_synthetic_cifar10_is_learnable_and_reused(tmp_path):
     (folder / fig1.MARKER).unlink()
     with pytest.raises(SystemExit, match="did not write"):
         fig1.write_synthetic_cifar10(tmp_path, 50, 20)
+
+
+@pytest.mark.slow
+def test_end_to_end_benchmark_runs_both_sides():
+    """benchmarks/e2e_figure1.py drives the real CLI, the plain script and genlab's own steps in
+    fresh processes; at toy size it must still print every row of its tables."""
+    out = _script("e2e_figure1.py", "--repeats", "1", "--train-size", "200", "--epochs", "1")
+    assert "Command: `python benchmarks/e2e_figure1.py --repeats 1 --train-size 200" in out
+    for row in ("| `genlab run figure1 ...` (no report) |", "| plain torchvision idiom |",
+                "| import |", "| load and plan |", "| train |", "| evaluate |",
+                "| store and summary |", "| report |"):
+        assert row in out, out
