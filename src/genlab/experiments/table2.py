@@ -94,9 +94,8 @@ def check_extra(o: Options) -> tuple[int, str]:
                           param="image_size")
     size = int(size)
     if o.dataset != "imagefolder" and (size != DEFAULT_SIZE or loader != "auto"):
-        raise GenlabError(f"image_size and loader apply to the imagefolder data set, not "
-                          f"{o.dataset!r}; drop them, or use dataset imagefolder",
-                          param="image_size")
+        raise GenlabError(f"--set image_size= and --set loader= apply to --dataset imagefolder, "
+                          f"not {o.dataset!r}; drop them, or use --dataset imagefolder")
     return size, loader
 
 
