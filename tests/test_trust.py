@@ -5,6 +5,7 @@ import json
 import os
 import re
 import sqlite3
+import sys
 import threading
 import time
 
@@ -455,12 +456,32 @@ def test_readme_commands_are_found():
     assert any("--seeds 0,1,2" in c for c in cmds)
 
 
+@pytest.fixture(scope="module")
+def readme_files(tmp_path_factory):
+    """The files the README's "use your own" commands name (a tree, modules, a config, a
+    matrix), written by the benchmark that times those commands."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "use_your_own.py")
+    spec = importlib.util.spec_from_file_location("use_your_own", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    path = list(sys.path)
+    yield mod.prepare(tmp_path_factory.mktemp("readme"))
+    sys.path[:] = path  # the folder genlab added, as for a module beside the working folder
+    for name in ("mynets", "mydata"):  # another test's module of that name is imported afresh
+        sys.modules.pop(name, None)
+
+
 @pytest.mark.parametrize("line", _readme_commands())
-def test_every_readme_command_parses_and_plans(line):
-    from genlab.cli import build_parser, options_from_args
+def test_every_readme_command_parses_and_plans(line, readme_files, monkeypatch):
+    from genlab.cli import build_parser, expand_config, options_from_args
     from genlab.experiments import plan
 
+    monkeypatch.chdir(readme_files)
     argv = _argv(line)
+    if "--config" in argv:
+        argv = expand_config(argv, build_parser())
     args = build_parser().parse_args(argv)
     if args.command != "run":
         return

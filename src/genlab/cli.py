@@ -110,13 +110,33 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    "paper CNNs as one stacked model (auto: when a short probe says it is "
                    "faster). Off by default: in float32 a stack matches one-by-one training "
                    "only to rounding; results record it")
-    p.add_argument("--executor", choices=["local", "ray"], default="local",
-                   help="local processes (default) or Ray tasks (pip install 'genlab[ray]')")
+    p.add_argument("--executor", choices=["local", "ray", "slurm", "submitit-local"],
+                   default="local", help="local processes (default), Ray tasks (pip install "
+                   "'genlab[ray]'), one SLURM job per run (slurm, from a login node) or the "
+                   "same jobs on this machine (submitit-local; both pip install "
+                   "'genlab[slurm]'; job logs in OUT/slurm)")
     p.add_argument("--ray-address", help="address of a running Ray cluster (default: start a "
                    "local Ray instance)")
     p.add_argument("--gpus-per-run", type=_positive_float("--gpus-per-run"), default=1.0,
                    help="with --executor ray on GPUs: GPU fraction per run (e.g. 0.25 puts four "
                    "small runs on one GPU)")
+    p.add_argument("--slurm-partition", metavar="NAME", help="with --executor slurm: the "
+                   "partition to submit to (default: the cluster's)")
+    p.add_argument("--slurm-time", type=_int_at_least(1, "--slurm-time"), default=60,
+                   metavar="MINUTES", help="with --executor slurm or submitit-local: each job's "
+                   "time limit (default 60; a run cut short resumes on the next run of the "
+                   "command)")
+    p.add_argument("--slurm-gpus-per-task", type=_int_at_least(0, "--slurm-gpus-per-task"),
+                   default=0, metavar="N", help="GPUs per job (default 0: the runs train on "
+                   "the CPU)")
+    p.add_argument("--slurm-cpus-per-task", type=_int_at_least(1, "--slurm-cpus-per-task"),
+                   default=1, metavar="N", help="CPUs per job (default 1)")
+    p.add_argument("--slurm-mem", type=_positive_float("--slurm-mem"), metavar="GB",
+                   help="memory per job in GB (default: the cluster's)")
+    p.add_argument("--slurm-array-parallelism",
+                   type=_int_at_least(1, "--slurm-array-parallelism"), default=16,
+                   metavar="N", help="most jobs running at once (default 16; submitit-local: "
+                   "also at most one per core)")
     p.add_argument("--checkpoint-every", type=_nonneg_float("--checkpoint-every"), default=30.0,
                    metavar="SECONDS", help="checkpoint a run at the first epoch end after this "
                    "many seconds (default 30; 0: every epoch)")
@@ -139,10 +159,17 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run an experiment's grid into a results folder. Finished "
                        "runs in --out are skipped and interrupted ones resumed.")
     r.add_argument("experiment", help="experiment name, e.g. figure1 or grid")
-    r.add_argument("--dataset", help="data set name (genlab list datasets)")
+    r.add_argument("--dataset", help="data set name (genlab list datasets), or "
+                   "package.module:factory for your own torch Dataset of (image, label)")
     r.add_argument("--model", dest="models", type=_csv(str, "models"),
-                   help="model(s), comma-separated: registry names, mlp:WxW, or "
-                   "package.module:factory")
+                   help="model(s), comma-separated: registry names, mlp:WxW, timm:NAME, or "
+                   "package.module:callable returning an nn.Module (given num_classes, "
+                   "input_shape, in_channels where it takes them; e.g. "
+                   "torchvision.models:resnet18). A module in the working folder is found")
+    r.add_argument("--image-size", type=_int_at_least(8, "--image-size"), metavar="PIXELS",
+                   help="side of the images for data whose size is an option (an ImageFolder "
+                   "tree: --dataset imagefolder); default: the model's input size (32 for "
+                   "most, 299 for inception-v3)")
     r.add_argument("--conditions", type=_csv(str, "conditions"),
                    help="conditions, comma-separated: true, random-labels, shuffled-pixels, "
                    "random-pixels, gaussian, corrupt:p")
@@ -163,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="learning-rate factor per epoch (paper: 0.95)")
     r.add_argument("--decay-every", type=_int_at_least(0, "--decay-every"),
                    help="apply --lr-decay every this many steps (0: every epoch)")
+    r.add_argument("--optimizer", choices=["sgd", "adam", "adamw"],
+                   help="sgd (the paper's, default), adam or adamw; the learning-rate schedule "
+                   "is the same")
     r.add_argument("--momentum", type=_nonneg_float("--momentum"), help="SGD momentum")
     r.add_argument("--weight-decay", type=_nonneg_float("--weight-decay"), help="weight decay")
     r.add_argument("--batch-size", type=_int_at_least(1, "--batch-size"), help="batch size")
@@ -195,19 +225,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dropout probability (models with a place for it: alexnet-small)")
     r.add_argument("--out", help="output folder (default: genlab-runs/EXPERIMENT)")
     r.add_argument("--no-report", action="store_true", help="do not write report.html")
+    r.add_argument("--config", metavar="FILE.toml", help="read the experiment and options from "
+                   "a TOML file: the key experiment, every long option as a key (dashes to "
+                   "underscores) and a [set] table; flags given as well win over the file")
+    r.add_argument("--dump-config", action="store_true", help="print the resolved config "
+                   "(file and flags merged) as TOML and exit without running")
     _add_common(r)
 
     rep = sub.add_parser("report", help="write report.html for a results folder")
-    rep.add_argument("out", help="a results folder (the --out of genlab run)")
+    rep.add_argument("out", help="a results folder (the --out of genlab run), finished or "
+                     "with a sweep still running")
+    rep.add_argument("--watch", action="store_true", help="on a live folder: rewrite the "
+                     "report as runs finish, until no run is training (the page reloads "
+                     "itself in the browser)")
 
     ls = sub.add_parser("list", help="list experiments, data sets, models and conditions")
     ls.add_argument("what", nargs="?", choices=["experiments", "datasets", "models", "conditions"],
                     help="only this kind")
 
-    ex = sub.add_parser("export", help="export runs and curves as csv, parquet or json")
+    ex = sub.add_parser("export", help="export runs and curves as csv, parquet, json, or to "
+                        "TensorBoard / MLflow")
     ex.add_argument("out", help="a results folder")
-    ex.add_argument("--format", choices=["csv", "parquet", "json"], default="csv")
-    ex.add_argument("--dest", help="folder for the files (default: OUT/export)")
+    ex.add_argument("--format", choices=["csv", "parquet", "json", "tensorboard", "mlflow"],
+                    default="csv", help="tensorboard and mlflow need pip install "
+                    "'genlab[tracking]' (default: csv)")
+    ex.add_argument("--dest", help="folder for the files (default: OUT/export, or "
+                    "OUT/export/tensorboard, OUT/export/mlflow)")
 
     me = sub.add_parser("measure", help="every capacity measure and bound for one saved model",
                         description="Compute every measure and bound (VC, Dziugaite-Roy, "
@@ -234,7 +277,8 @@ _FLAG_NAMES = {"target_train_acc": "--target", "seed": "--seeds", "models": "--m
                "model": "--model", "conditions": "--conditions", "condition": "--conditions"}
 
 
-def _in_flags(e: GenlabError, parser: argparse.ArgumentParser, command: str) -> str:
+def _in_flags(e: GenlabError, parser: argparse.ArgumentParser, command: str,
+              given: dict | None = None) -> str:
     """The message of ``e`` with its Python parameter written as the CLI's flag: a library
     error names ``train_size``, the command line says ``--train-size`` (``--set name=`` for an
     experiment's own parameters)."""
@@ -247,6 +291,8 @@ def _in_flags(e: GenlabError, parser: argparse.ArgumentParser, command: str) -> 
     if sub is not None and command in sub.choices:
         dests = {a.dest for a in sub.choices[command]._actions}
     flag = _FLAG_NAMES.get(e.param)
+    if given and e.param in given:  # the user gave it as --set name=VALUE: say so
+        flag = f"--set {e.param}="
     if flag is None:
         flag = (f"--{e.param.replace('_', '-')}" if e.param in dests
                 else f"--set {e.param}=")
@@ -255,7 +301,17 @@ def _in_flags(e: GenlabError, parser: argparse.ArgumentParser, command: str) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"] and any(a == "--config" or a.startswith("--config=") for a in argv):
+        try:
+            argv = expand_config(argv, parser)
+        except GenlabError as e:
+            print(f"genlab run: error: {e}", file=sys.stderr)
+            return 2
     args = parser.parse_args(argv)
+    if getattr(args, "dump_config", False):
+        print(dump_config(args, parser), end="")
+        return 0
     try:
         from genlab.validation import check_path
 
@@ -264,8 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 check_path(getattr(args, name), f"--{name.replace('_', '-')}")
         return _COMMANDS[args.command](args)
     except GenlabError as e:
-        print(f"genlab {args.command}: error: {_in_flags(e, parser, args.command)}",
-              file=sys.stderr)
+        msg = _in_flags(e, parser, args.command, dict(getattr(args, "extra", [])))
+        print(f"genlab {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except OSError as e:  # the file system failed (full, read-only, gone): a fault, not a bug
         where = f" ({e.filename})" if e.filename else ""
@@ -293,6 +349,127 @@ def options_from_args(args: argparse.Namespace):
     return Options(**{k: getattr(args, k) for k in keys}, extra=dict(args.extra))
 
 
+# --- experiments as files (genlab run --config FILE.toml) ----------------------------------------
+
+#: run options that are not experiment options, and so not config keys
+_NOT_CONFIG = {"help", "config", "dump_config"}
+
+
+def _run_options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """``genlab run``'s long options by config key (``--train-size`` -> ``train_size``)."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    keys = {}
+    for a in sub.choices["run"]._actions:
+        longs = [o for o in a.option_strings if o.startswith("--")]
+        if longs:
+            key = longs[0][2:].replace("-", "_")
+            if key not in _NOT_CONFIG:
+                keys[key] = a
+    return keys
+
+
+def expand_config(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """``run ... --config FILE ...`` with the file's keys written out as the flags they stand
+    for, before the flags given on the command line (which therefore win)."""
+    rest = list(argv[1:])
+    path = None
+    for i, a in enumerate(rest):
+        if a == "--config" and i + 1 < len(rest):
+            path = rest[i + 1]
+            del rest[i:i + 2]
+            break
+        if a.startswith("--config="):
+            path = a.partition("=")[2]
+            del rest[i]
+            break
+    if not path:
+        raise GenlabError("--config needs a FILE.toml")
+    doc = read_toml(path)
+    experiment = doc.pop("experiment", None)
+    if rest and not rest[0].startswith("-"):
+        experiment = rest.pop(0)  # an experiment named on the command line wins
+    if not isinstance(experiment, str) or not experiment:
+        raise GenlabError(f"{path} has no experiment: add a line experiment = \"figure1\" "
+                          "(or name it on the command line)")
+    options = _run_options(parser)
+    flags: list[str] = []
+    for key, value in doc.items():
+        if key == "set":
+            if not isinstance(value, dict):
+                raise GenlabError(f"{path}: set must be a table ([set]) of KEY = VALUE")
+            import json
+
+            flags += [x for k, v in value.items() for x in ("--set", f"{k}={json.dumps(v)}")]
+            continue
+        action = options.get(key)
+        if action is None:
+            raise GenlabError(f"{path}: unknown key {key!r}; keys are genlab run's long "
+                              "options with dashes as underscores (genlab run --help), "
+                              "experiment, and a [set] table")
+        flag = next(o for o in action.option_strings if o.startswith("--"))
+        if action.nargs == 0:  # a switch: true gives it, false leaves it out
+            if not isinstance(value, bool):
+                raise GenlabError(f"{path}: {key} must be true or false, got {value!r}")
+            flags += [flag] if value else []
+        elif isinstance(value, list):
+            flags += [flag, ",".join(str(v) for v in value) if value else "none"]
+        elif isinstance(value, dict | bool):
+            raise GenlabError(f"{path}: {key} must be a value or a list, got {value!r}")
+        else:
+            flags += [flag, str(value)]
+    return ["run", experiment, *flags, *rest]
+
+
+def read_toml(path: str) -> dict:
+    """The TOML document at ``path`` (stdlib tomllib; tomli on Python 3.10)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise GenlabError(f"cannot read --config {path}: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise GenlabError(f"--config {path} is not valid TOML: {e}") from None
+
+
+def dump_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    """The invocation as a config file: the experiment, every option given (in the file or as a
+    flag) and the [set] table. ``genlab run --config`` on it asks for the same runs."""
+    lines = [f"# genlab {_version()}: genlab run --config FILE.toml", "",
+             f"experiment = {_toml(args.experiment)}"]
+    for key, action in _run_options(parser).items():
+        value = getattr(args, action.dest, None)
+        if key == "set" or value is None or value == action.default:
+            continue
+        lines.append(f"{key} = {_toml(value)}")
+    if args.extra:
+        lines += ["", "[set]"] + [f"{k} = {_toml(v)}" for k, v in dict(args.extra).items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml(v: Any) -> str:
+    import json
+
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml(x)}" for k, x in v.items()) + "}"
+    return json.dumps(str(v))  # a TOML basic string: JSON's escapes are TOML's
+
+
+def _version() -> str:
+    from genlab.spec import __version__
+
+    return __version__
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     options = options_from_args(args)
     out = args.out or str(Path("genlab-runs") / args.experiment)
@@ -311,13 +488,20 @@ def _run(name: str, options, out: str, args: argparse.Namespace, *, report: bool
     from genlab.experiments import plan
     from genlab.report import write_report
 
-    _check_device(args.device)
+    if args.executor != "slurm":  # jobs run on the cluster's nodes, not on the login node
+        _check_device(args.device)
     p = plan(name, options, data_dir=args.data_dir, download=args.download)
-    runs = run_plan(p, out, device=args.device, data_dir=args.data_dir, download=args.download,
-                    quiet=args.quiet, checkpoint_every_s=args.checkpoint_every,
+    config = dump_config(args, build_parser()) if not demo else None
+    runs = run_plan(p, out, config=config, device=args.device, data_dir=args.data_dir,
+                    download=args.download, quiet=args.quiet,
+                    checkpoint_every_s=args.checkpoint_every,
                     workers=args.workers, executor=args.executor,
                     ray_address=args.ray_address, gpus_per_run=args.gpus_per_run,
-                    batched=args.batched)
+                    batched=args.batched, slurm_partition=args.slurm_partition,
+                    slurm_time_min=args.slurm_time,
+                    slurm_gpus_per_task=args.slurm_gpus_per_task,
+                    slurm_array_parallelism=args.slurm_array_parallelism,
+                    slurm_cpus_per_task=args.slurm_cpus_per_task, slurm_mem_gb=args.slurm_mem)
     from genlab.execution.executors.torchrun import is_main
 
     if not is_main():  # torchrun: rank 0 summarises and writes the report
@@ -381,8 +565,11 @@ def _print_demo_verdict(runs) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from genlab.report import write_report
+    from genlab.report import watch, write_report
 
+    if args.watch:
+        watch(args.out)
+        return 0
     print(f"report: {write_report(args.out)}")
     return 0
 
@@ -406,7 +593,18 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from genlab.execution.results import export
 
-    for p in export(args.out, args.format, args.dest):
+    report = None
+    if args.format == "mlflow":  # each MLflow run carries the report; execution cannot write it
+        from genlab.execution.store import Store
+        from genlab.execution.trackers import require
+        from genlab.report import write_report
+
+        require("mlflow")
+        report = Path(args.out) / "report.html"
+        if (not report.is_file()
+                or report.stat().st_mtime < Store.open(args.out).path.stat().st_mtime):
+            report = write_report(args.out)  # none yet, or older than the last result
+    for p in export(args.out, args.format, args.dest, report=report):
         print(p)
     return 0
 

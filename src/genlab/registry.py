@@ -51,6 +51,7 @@ class Family(Generic[T]):
     meta: Mapping[str, Any]
     origin: str
     label: str = ""  # how list() shows the family, e.g. "mlp:WxW"
+    raw: bool = False  # match and build from the name as given, not normalized (import paths)
 
 
 def caller_module(depth: int = 2) -> str:
@@ -96,13 +97,15 @@ class Registry(Generic[T]):
         return add if value is None else add(value)
 
     def register_family(self, pattern: str, make: Callable[[str], T], description: str = "",
-                        *, label: str = "", origin: str | None = None, **meta: Any) -> None:
-        """Names fully matching regex ``pattern`` (after normalizing) are registered on first
-        use with ``make(name)``: its value, an :class:`Entry` (to set its own meta), or None
-        once it has registered the name itself."""
+                        *, label: str = "", origin: str | None = None, raw: bool = False,
+                        **meta: Any) -> None:
+        """Names fully matching regex ``pattern`` (after normalizing; with ``raw``, as given:
+        ``package.module:attr`` is case-sensitive) are registered on first use with
+        ``make(name)``: its value, an :class:`Entry` (to set its own meta), or None once it
+        has registered the name itself."""
         origin = caller_module() if origin is None else origin
         self._families.append(Family(re.compile(pattern), make, description, dict(meta),
-                                     origin, label))
+                                     origin, label, raw))
 
     def find(self, name: str) -> Entry[T] | None:
         """The entry for ``name`` (building a family member on first use), or None."""
@@ -110,8 +113,9 @@ class Registry(Generic[T]):
         if key in self._entries:
             return self._entries[key]
         for fam in self._families:
-            if fam.pattern.fullmatch(key):
-                made = fam.make(key)
+            probe = str(name) if fam.raw else key
+            if fam.pattern.fullmatch(probe):
+                made = fam.make(probe)
                 if made is None and key in self._entries:  # make registered it itself
                     return self._entries[key]
                 entry = made if isinstance(made, Entry) else Entry(
@@ -148,7 +152,8 @@ class Registry(Generic[T]):
     def family_of(self, name: str) -> Family[T] | None:
         """The family whose pattern matches ``name``, if any."""
         key = self.key(name)
-        return next((f for f in self._families if f.pattern.fullmatch(key)), None)
+        return next((f for f in self._families
+                     if f.pattern.fullmatch(str(name) if f.raw else key)), None)
 
     def remove(self, name: str) -> None:
         """Forget ``name`` (tests and notebooks)."""
@@ -164,3 +169,68 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def describe_error(e: BaseException, limit: int = 300) -> str:
+    """``Type: message`` of an exception on one line (whitespace runs collapsed), shortened."""
+    if isinstance(e, SystemExit):
+        text = f"it called sys.exit({'' if e.code is None else repr(e.code)})"
+    else:
+        msg = " ".join(str(e).split())
+        text = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+#: ``package.module:attribute``, the name of a user's own object (a regex)
+IMPORT_PATH = r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*"
+
+
+def is_import_path(name: str) -> bool:
+    """Whether ``name`` reads as ``package.module:attribute`` (a user's own object)."""
+    return re.fullmatch(IMPORT_PATH, name, flags=re.ASCII) is not None
+
+
+def import_object(path: str, what: str, kind: str = "callable") -> Any:
+    """The object ``package.module:attribute`` names, for a user's ``--model`` or
+    ``--dataset``; raises a one-line GenlabError naming ``what`` (e.g. ``model 'm:f'``).
+
+    As with ``python -m``, a module beside the working folder is found without
+    ``PYTHONPATH=.``: when the module is not importable otherwise, the working folder is
+    tried (added at the end of ``sys.path``, so it never shadows an installed package; worker
+    processes inherit ``sys.path``). Only the module the user named is imported. ``kind``
+    names what was wanted in the message (``callable``, ``data set``).
+    """
+    import importlib
+    import os
+
+    module, _, attr = path.partition(":")
+    try:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            top = module.split(".")[0]
+            cwd = os.getcwd()
+            if e.name != top or cwd in sys.path or not (
+                    os.path.isfile(os.path.join(cwd, top + ".py"))
+                    or os.path.isdir(os.path.join(cwd, top))):
+                raise
+            sys.path.append(cwd)
+            mod = importlib.import_module(module)
+    except (Exception, SystemExit) as e:
+        # any failure of the user's module is bad input: an ImportError, a SyntaxError, any
+        # exception its top-level code raises, or a sys.exit() (which would end genlab silently)
+        raise GenlabError(f"cannot import module {module!r} for {what}: "
+                          f"{describe_error(e)}; fix the module or the name (a module in the "
+                          "working folder is found as with python -m)") from e
+    obj: Any = mod
+    try:
+        for part in attr.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                break
+    except Exception as e:  # a module __getattr__ that raises
+        raise GenlabError(f"module {module!r} fails giving {attr!r} ({what}): "
+                          f"{describe_error(e)}") from e
+    if obj is None:
+        raise GenlabError(f"module {module!r} has no {kind} {attr!r} ({what}); name one in it")
+    return obj

@@ -20,6 +20,7 @@ from genlab.execution.store import Store
 from genlab.experiments import Results, Section, get_experiment
 
 _CSS = """
+.live{background:#fff6d5;border:1px solid #e5c96b;padding:.5em 1em}
 body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:.5em 0 1.5em}
 th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
@@ -30,24 +31,60 @@ img{max-width:100%} code,pre{background:#f6f6f6;padding:2px 4px}
 """
 
 
+#: seconds between a browser's reloads of the report of a sweep still running
+REFRESH_S = 30
+
+
 def write_report(out: str | Path) -> Path:
-    """Write ``out/report.html`` (and figures in ``out/figures``) for the store at ``out``."""
+    """Write ``out/report.html`` (and figures in ``out/figures``) for the store at ``out``.
+
+    On a live folder (a sweep still training) the report covers the runs finished so far
+    (those still training are listed as running), says how many are training, and reloads
+    itself in the browser every :data:`REFRESH_S` seconds; ``genlab report OUT --watch``
+    rewrites it as runs finish.
+    """
     store = Store.open(out)
     out = Path(out)
     figdir = out / "figures"
+    training = store.training()
     parts = [f"<h1>genlab report</h1><p>Results folder: <code>{html.escape(str(out))}</code></p>"]
+    if training:
+        parts.append(f"<p class=live>A sweep is running: {len(training)} run(s) training now. "
+                     f"This page shows the runs finished so far and reloads every "
+                     f"{REFRESH_S} s.</p>")
     experiments = store.experiments()
     for name, args in experiments.items():
-        runs = load(out, name)
+        runs = load(out, name)  # runs still training are in it (reports handle them)
         results = Results(runs, load(out, name, curves=True), load(out, name, tasks=True))
         sec = get_experiment(name).report(results, figdir)
         parts.append(_section_html(sec, name, args, runs))
     if not experiments:
         runs = load(out)
         parts.append(_section_html(Section("Runs"), "runs", {}, runs))
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>genlab report</title>"
-            f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
+    refresh = f"<meta http-equiv='refresh' content='{REFRESH_S}'>" if training else ""
+    page = (f"<!doctype html><html><head><meta charset='utf-8'>{refresh}"
+            f"<title>genlab report</title><style>{_CSS}</style></head><body>{''.join(parts)}"
+            f"</body></html>")
     return atomic_write(out / "report.html", page)
+
+
+def watch(out: str | Path, every_s: float = 5.0, say=print) -> Path:
+    """Rewrite ``out/report.html`` whenever a run finishes, until no run is training (the
+    sweep's end, or a sweep killed: its claims go stale). Returns the report's path."""
+    import time
+
+    store = Store.open(out)
+    seen = None
+    while True:
+        ended = sum(r["status"] != "running" for r in store.runs())
+        training = store.training()
+        if ended != seen:
+            path = write_report(out)
+            say(f"report: {path} ({ended} runs finished, {len(training)} training)")
+            seen = ended
+        if not training:
+            return write_report(out) if seen is None else path
+        time.sleep(every_s)
 
 
 def _section_html(sec: Section, name: str, args: dict, runs: pd.DataFrame) -> str:

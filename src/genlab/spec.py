@@ -42,6 +42,9 @@ class Recipe:
     compile: a ``torch.compile`` backend (``inductor``, ``aot_eager``, ``eager``...) to train
     with, "" for none; the compiled module is cached per process and reused by later runs of
     the same architecture and input shape (:mod:`genlab.training.compiled`).
+    optimizer: ``sgd`` (the paper's: momentum, the default), ``adam`` or ``adamw`` (betas
+    (0.9, 0.999); ``momentum`` is then unused; AdamW's decoupled decay is ``weight_decay``).
+    The learning-rate schedule is the same for all three.
     """
 
     lr: float = 0.01
@@ -58,6 +61,7 @@ class Recipe:
     fast: bool = False
     target_margin: float = 0.0
     compile: str = ""
+    optimizer: str = "sgd"
 
     def validate(self) -> None:
         """Raise a one-line :class:`GenlabError` unless every field has its type and range.
@@ -97,6 +101,8 @@ class Recipe:
             (isinstance(self.compile, str),
              f"compile must be a torch.compile backend name, or '' for none, got "
              f"{self.compile!r}"),
+            (self.optimizer in OPTIMIZERS,
+             f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -111,7 +117,10 @@ SEED_LIMIT = 2**64
 
 #: recipe fields added after the first release: left out of the spec (and its hash) while at
 #: their defaults, so every earlier run keeps its hash
-RECIPE_OPTIONAL: dict[str, Any] = {"target_margin": 0.0, "compile": ""}
+RECIPE_OPTIONAL: dict[str, Any] = {"target_margin": 0.0, "compile": "", "optimizer": "sgd"}
+
+#: the optimizers a recipe may name (genlab.training.loop.OPTIMIZERS builds them)
+OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
 #: run-spec fields added after the first release, left out of the spec (and its hash) while at

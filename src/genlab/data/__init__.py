@@ -15,11 +15,13 @@ from genlab.data.conditions import (
     ConditionInfo,
     apply_condition,
     canonical_condition,
+    check_condition,
     corruption_level,
     list_conditions,
     register_condition,
 )
 from genlab.data.preprocess import PREPROCESSING
+from genlab.data.randomized import RandomizedDataset
 from genlab.data.registry import (
     DATASETS,
     Dataset,
@@ -29,6 +31,7 @@ from genlab.data.registry import (
     may_stream,
     register_dataset,
     register_family,
+    register_import_path,
     subset,
 )
 from genlab.data.sources import hyperspheres, imagefolder
@@ -37,6 +40,7 @@ from genlab.data.sources.idx import load_fashion_mnist, load_mnist
 from genlab.data.sources.packaged import load_digits, load_mnist1d
 from genlab.data.sources.svhn import load_svhn
 from genlab.data.sources.synthetic import load_gaussian
+from genlab.registry import IMPORT_PATH
 from genlab.spec import NAME_CHECKS, RunSpec
 
 # --- data sets --------------------------------------------------------------------------------
@@ -57,14 +61,19 @@ for _b in hyperspheres.BINARY_BASES:
     register_dataset(f"{_b}-binary", hyperspheres.binary_loader(_b),
                      f"{_b} with binary labels y >= K/2 (Dziugaite & Roy 2017 style)")
 register_family(imagefolder.FAMILY, imagefolder.register_named)
+DATASETS.register_family(IMPORT_PATH, register_import_path,
+                         "your torch Dataset of (image, label), or a factory returning one",
+                         label="package.module:attr", raw=True)
 
 # --- randomization conditions (Zhang et al. 2017, section 2) -----------------------------------
 register_condition("true", _conditions.true, changes="labels", level=0.0,
                    description="the data set as it is")
-register_condition("corrupt", _conditions.corrupt, changes="labels",
+register_condition("corrupt", _conditions.corrupt, changes="labels", argument="probability",
+                   expected=_conditions.corrupt_expected,
                    description="corrupt:p - each training label replaced by a uniform class "
                                "w.p. p")
 register_condition("random-labels", _conditions.random_labels, changes="labels", level=1.0,
+                   expected=_conditions.random_expected,
                    description="every training label i.i.d. uniform over the classes")
 register_condition("shuffled-pixels", _conditions.shuffled_pixels, changes="pixels",
                    description="one random permutation of pixel positions, train and test")
@@ -73,6 +82,18 @@ register_condition("random-pixels", _conditions.random_pixels, changes="pixels",
 register_condition("gaussian", _conditions.gaussian, changes="pixels",
                    description="images replaced by Gaussian noise with the data set's mean and "
                                "std")
+# --- label noise of the noisy-label literature -------------------------------------------------
+register_condition("pairflip", _conditions.pairflip, changes="labels", argument="probability",
+                   expected=_conditions.pairflip_expected,
+                   description="pairflip:p - label k becomes (k+1) mod K w.p. p (asymmetric)")
+register_condition("transition", _conditions.transition, changes="labels", argument="file",
+                   expected=_conditions.transition_expected,
+                   description="transition:FILE - label i becomes j w.p. T[i, j], T a K x K "
+                               "row-stochastic matrix in .npy or .csv")
+register_condition("instance", _conditions.instance, changes="labels", argument="probability",
+                   expected=_conditions.instance_expected,
+                   description="instance:p - instance-dependent noise at rate p (Xia et al. "
+                               "2020)")
 
 # --- preprocessing ----------------------------------------------------------------------------
 PREPROCESSING.register("normalize", _preprocess.normalize,
@@ -92,8 +113,8 @@ def _check_spec_names(spec: RunSpec) -> None:
 NAME_CHECKS.append(_check_spec_names)
 
 __all__ = [
-    "CONDITIONS", "DATASETS", "PREPROCESSING", "ConditionInfo", "Dataset", "apply_condition",
-    "canonical_condition", "clear_cache", "corruption_level", "list_conditions",
-    "list_datasets", "load_dataset", "may_stream", "register_condition", "register_dataset",
-    "register_family", "subset",
+    "CONDITIONS", "DATASETS", "PREPROCESSING", "ConditionInfo", "Dataset", "RandomizedDataset",
+    "apply_condition", "canonical_condition", "check_condition", "clear_cache",
+    "corruption_level", "list_conditions", "list_datasets", "load_dataset", "may_stream",
+    "register_condition", "register_dataset", "register_family", "subset",
 ]

@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from genlab.data import torch_datasets as tds
 from genlab.data.locations import user_path
 from genlab.errors import GenlabError
-from genlab.registry import Registry, caller_module
+from genlab.registry import Entry, Registry, caller_module, import_object
 
 
 @dataclass
@@ -108,16 +109,110 @@ DATASETS: Registry[Loader] = Registry("data set", normalize=normalize_name,
                                       on_change=clear_cache)
 
 
-def register_dataset(name: str, loader: Loader, description: str = "", *,
-                     streams: bool = False) -> None:
-    """Register ``loader(data_dir, download) -> Dataset`` (full splits) under ``name``.
+def register_dataset(name: str, source: Any, description: str = "", *, test: Any = None,
+                     test_fraction: float = 0.2, streams: bool = False,
+                     resize: Callable[[str, int], str] | None = None) -> None:
+    """Register a data set under ``name``; re-registering a name replaces it.
 
-    Names are case-insensitive and ``_`` equals ``-``. Re-registering a name replaces it.
-    ``streams``: the loader may hand back images read from disk batch by batch
-    (:class:`genlab.data.streaming.ImageFiles`) instead of tensors.
+    ``source`` is one of:
+
+    * a torch map-style ``Dataset`` of ``(image, label)`` (image a tensor (C, H, W) or (H, W),
+      a numpy array or a PIL image; label an int from 0), the training split; ``test`` is the
+      test split, or, left out, a stratified ``test_fraction`` of ``source`` is held out
+      (seed 0, the same in every process);
+    * a factory returning such a Dataset (or a ``(train, test)`` pair), called on first use;
+      one taking ``train`` is called with ``train=True`` and ``train=False`` for the two
+      splits, and ``root`` / ``download`` are passed where it names them (torchvision's
+      data set classes: ``root`` is ``--data-dir``);
+    * a genlab loader ``loader(data_dir, download) -> genlab.data.Dataset`` (full splits).
+
+    Images are read once into memory (8-bit values scaled to [0, 1]) and then used like a
+    built-in set: conditions, subsets, reports, the store. Names are case-insensitive and
+    ``_`` equals ``-``. ``streams``: a genlab loader may hand back images read from disk batch
+    by batch (:class:`genlab.data.streaming.ImageFiles`) instead of tensors. ``resize``: for
+    a set whose image size is an option (an ImageFolder tree), ``resize(name, size)`` is the
+    name of the same set at ``size`` x ``size`` (see :func:`sized`).
     """
-    DATASETS.register(name, loader, description=description, streams=streams,
-                      origin=caller_module())
+    loader = source if tds.is_loader(source) else torch_loader(name, source, test,
+                                                                 test_fraction)
+    DATASETS.register(name, loader, description=description or _describe(source),
+                      streams=streams, resize=resize, origin=caller_module())
+
+
+def sized(name: str, size: int | None, default: int) -> str:
+    """Data set ``name`` at ``size`` x ``size`` images (``default`` when ``size`` is None), for
+    a set whose image size is an option (``imagefolder`` -> ``imagefolder-32``); other names
+    come back as they are, and a ``size`` for them is an error."""
+    entry = DATASETS.find(name)
+    resize = entry.meta.get("resize") if entry is not None else None
+    if resize is None:
+        if size is not None:
+            raise GenlabError(f"image_size applies to data sets whose image size is an option "
+                              f"(imagefolder), not {name!r}; leave it out", param="image_size")
+        return name
+    return resize(name, default if size is None else size)
+
+
+def _describe(source: Any) -> str:
+    what = type(source).__name__ if tds.is_torch_dataset(source) else getattr(
+        source, "__qualname__", type(source).__name__)
+    return f"your data set ({what})"
+
+
+def torch_loader(name: str, source: Any, test: Any = None,
+                 test_fraction: float = 0.2) -> Loader:
+    """A loader reading torch data set(s) ``source`` (+ ``test``) into a genlab Dataset (see
+    :func:`register_dataset`)."""
+    what = f"data set {name!r}"
+    if not (tds.is_torch_dataset(source) or callable(source)):
+        raise GenlabError(f"{what}: got {type(source).__name__}; give a torch Dataset of "
+                          "(image, label), a factory returning one, or a genlab loader")
+    if not (isinstance(test_fraction, float | int) and 0 < test_fraction < 1):
+        raise GenlabError(f"test_fraction must be in (0, 1), got {test_fraction!r}",
+                          param="test_fraction")
+
+    def load(data_dir: Path | None, download: bool) -> Dataset:
+        train_ds, test_ds = source, test
+        if not tds.is_torch_dataset(source):
+            if tds.takes_train(source):
+                train_ds = tds.call_factory(source, train=True, data_dir=data_dir,
+                                            download=download, what=what)
+                test_ds = tds.call_factory(source, train=False, data_dir=data_dir,
+                                           download=download, what=what)
+            else:
+                made = tds.call_factory(source, train=None, data_dir=data_dir,
+                                        download=download, what=what)
+                train_ds, test_ds = (made if isinstance(made, tuple) and len(made) == 2
+                                     else (made, test))
+        x, y = tds.read_split(train_ds, what)
+        if test_ds is None:
+            held = stratified_indices(y, max(1, round(len(y) * test_fraction)),
+                                      np.random.default_rng([0, 2]))
+            keep = torch.ones(len(y), dtype=torch.bool)
+            keep[held] = False
+            x_te, y_te, x, y = x[held], y[held], x[keep], y[keep]
+        else:
+            x_te, y_te = tds.read_split(test_ds, what + " (test split)")
+            if x_te.shape[1:] != x.shape[1:]:
+                raise GenlabError(f"{what}: test images have shape {tuple(x_te.shape[1:])}, "
+                                  f"training images {tuple(x.shape[1:])}; give both one shape")
+        k = int(max(y.max(), y_te.max())) + 1
+        classes = tds.class_names(train_ds, test_ds, num_classes=k)
+        src = (f"your {type(train_ds).__name__}: {len(y)} train / {len(y_te)} test"
+               + ("" if test_ds is not None else f" (a stratified {test_fraction:g} held out)"))
+        return build_dataset(name, x, y, x_te, y_te, classes, src)
+
+    return load
+
+
+def register_import_path(name: str) -> Entry | None:
+    """``--dataset package.module:attr``: import the object and register it under ``name``
+    (a family, so every process that imports genlab resolves it)."""
+    obj = import_object(name, f"data set {name!r}", kind="data set or factory")
+    loader = obj if tds.is_loader(obj) else torch_loader(name, obj)
+    DATASETS.register(name, loader, description=_describe(obj), streams=False,
+                      origin="user")
+    return None
 
 
 def register_family(pattern: str, register: Callable[[str], None], description: str = "",

@@ -123,6 +123,7 @@ def record_result(spec: RunSpec, store: Store, prep: Prepared, model: nn.Module,
     extra = {"input_shape": list(prep.x_train.shape[1:]), "num_classes": prep.data.num_classes,
              "source": prep.data.source, "preprocessing": preprocess.describe(spec.preprocess),
              "augmentation": spec.augment or "none", "condition": prep.info.condition,
+             "labels_expected": prep.info.labels_expected, "labels_sd": prep.info.labels_sd,
              "compile": spec.recipe.compile or "none", "batched": batched,
              "threads": torch.get_num_threads() if device.type == "cpu" else None,
              # throughput: train_images / (wall_time_s - eval_time_s) is training images/s

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from genlab.data.conditions import corruption_level
 from genlab.errors import GenlabError
+from genlab.execution import trackers
 from genlab.execution.files import atomic_write, owned_dir
 from genlab.execution.store import Store
 from genlab.models.registry import build_model
@@ -19,7 +20,18 @@ from genlab.spec import RunSpec
 
 #: Recipe fields renamed when flattened, where they would clash with a result column.
 _RENAMED = {"epochs": "max_epochs"}
-EXPORT_FORMATS = ("csv", "parquet", "json")
+#: Table formats: write a frame ``df`` into the binary file ``f``.
+_FRAME_WRITERS = {
+    "csv": lambda df, f: df.to_csv(f, index=False),
+    "parquet": lambda df, f: df.to_parquet(f, index=False),
+    "json": lambda df, f: f.write(df.to_json(orient="records", indent=1).encode()),
+}
+#: Experiment trackers: ``(out, dest, report) -> paths``, default dest ``OUT/export/NAME``.
+_TRACKERS = {
+    "tensorboard": lambda out, dest, report: trackers.export_tensorboard(out, dest),
+    "mlflow": lambda out, dest, report: trackers.export_mlflow(out, dest, report),
+}
+EXPORT_FORMATS = (*_FRAME_WRITERS, *_TRACKERS)
 
 
 def runs_frame(rows: list[dict]) -> pd.DataFrame:
@@ -79,21 +91,29 @@ def load(out: str | Path, experiment: str | None = None, *, curves: bool = False
     return c.merge(runs[keys], on="hash", how="left")
 
 
-def export(out: str | Path, fmt: str, dest: str | Path | None = None) -> list[Path]:
-    """Write ``runs.<fmt>``, ``curves.<fmt>`` and ``tasks.<fmt>`` for ``out``; returns paths."""
+def export(out: str | Path, fmt: str, dest: str | Path | None = None, *,
+           report: str | Path | None = None) -> list[Path]:
+    """Export results folder ``out`` as ``fmt``; returns the paths written.
+
+    csv, parquet, json: ``runs.<fmt>``, ``curves.<fmt>`` and ``tasks.<fmt>`` in ``dest``
+    (default ``out/export``). tensorboard, mlflow (``pip install 'genlab[tracking]'``): event
+    files or an MLflow file store in ``dest`` (default ``out/export/<fmt>``), see
+    :mod:`genlab.execution.trackers`; ``report`` is the HTML report MLflow attaches to each
+    run (default ``out/report.html`` when it exists).
+    """
     if fmt not in EXPORT_FORMATS:
         raise GenlabError(
             f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    if fmt in _TRACKERS:  # OUT/export is checked too: a link there would lead outside OUT
+        dest = Path(dest) if dest else owned_dir(Path(out) / "export") / fmt
+        return _TRACKERS[fmt](out, dest, report)
     frames = {"runs": load(out), "curves": load(out, curves=True),
               "tasks": load(out, tasks=True)}
     dest = owned_dir(Path(dest) if dest else Path(out) / "export")
-    writers = {"csv": lambda df, f: df.to_csv(f, index=False),
-               "parquet": lambda df, f: df.to_parquet(f, index=False),
-               "json": lambda df, f: f.write(df.to_json(orient="records", indent=1).encode())}
     paths = []
     for name, df in frames.items():
         buf = io.BytesIO()
-        writers[fmt](df, buf)
+        _FRAME_WRITERS[fmt](df, buf)
         paths.append(atomic_write(dest / f"{name}.{fmt}", buf.getvalue()))
     return paths
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from genlab.errors import GenlabError
+from genlab.execution.files import atomic_write, owned_dir
 from genlab.validation import check_path
 
 DB_NAME = "genlab.sqlite"
@@ -229,6 +230,15 @@ class Store:
             db.execute("INSERT INTO invocations (experiment, args, started, versions) "
                        "VALUES (?, ?, ?, ?)", (name, text, now, json.dumps(versions or {})))
 
+    def record_config(self, text: str) -> Path:
+        """Keep one invocation's resolved config file (TOML) as ``configs/<time>-<pid>-*.toml``:
+        every invocation's, so a folder says how each of its sweeps was asked for."""
+        folder = owned_dir(self.root / "configs")
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        # several invocations in one second and process (the Python API) keep one file each
+        name = f"{stamp}-{os.getpid()}-{time.monotonic_ns() % 10**9:09d}.toml"
+        return atomic_write(folder / name, text.encode())
+
     def experiments(self) -> dict[str, dict[str, Any]]:
         with self._connect() as db:
             rows = db.execute("SELECT name, args FROM experiments ORDER BY updated").fetchall()
@@ -374,6 +384,14 @@ class Store:
         return self._select("tasks", experiment)
 
     # -- reading ------------------------------------------------------------------------------
+    def training(self) -> list[str]:
+        """Hashes of the runs some live process is training now (claimed, heartbeat fresh)."""
+        now = time.time()
+        with self._connect() as db:
+            rows = db.execute("SELECT hash, owner, heartbeat FROM runs WHERE status = 'running'"
+                              ).fetchall()
+        return [h for h, owner, beat in rows if _alive(owner, beat, now)]
+
     def runs(self, experiment: str | None = None) -> list[dict[str, Any]]:
         """Run rows, all or those ``experiment`` asked for."""
         return self._select("runs", experiment)

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from genlab.data.conditions import check_condition
 from genlab.data.preprocess import output_shape
 from genlab.data.registry import load_dataset
 from genlab.execution.execute import versions
 from genlab.execution.executors.base import Report, RunOptions
+from genlab.execution.progress import Log, SweepProgress
 from genlab.execution.results import load
 from genlab.execution.store import Store
 from genlab.execution.tasks import Task, TaskContext
@@ -49,6 +51,8 @@ def check_specs(specs: list[RunSpec], *, data_dir: str | Path | None = None,
         d = load_dataset(key[0], data_dir=data_dir, train_size=key[1], test_size=key[2],
                          seed=key[3], download=download)
         shapes[key[0]] = (d.input_shape, d.num_classes)
+    for dataset, condition in dict.fromkeys((s.dataset, s.condition) for s in specs):
+        check_condition(condition, shapes[dataset][1])  # e.g. a transition matrix's size
     # every model is built once and probed with one forward pass (models.registry.check_model);
     # a custom model's fingerprint joins its specs (RunSpec.model_id, genlab.models.identity)
     ids = {}
@@ -64,12 +68,16 @@ def run_plan(p: Plan, out: str | Path, *, device: str = "auto",
              data_dir: str | Path | None = None, download: bool = False, quiet: bool = False,
              checkpoint_every_s: float = 30.0, workers: int = 1, executor: str = "local",
              ray_address: str | None = None, gpus_per_run: float = 1.0,
-             batched: str = "off") -> pd.DataFrame:
+             batched: str = "off", slurm_partition: str | None = None,
+             slurm_time_min: int = 60, slurm_gpus_per_task: int = 0,
+             slurm_array_parallelism: int = 16, slurm_cpus_per_task: int = 1,
+             slurm_mem_gb: float | None = None, config: str | None = None) -> pd.DataFrame:
     """Train every run of ``p`` not yet in the store at ``out``, run its tasks, and return the
     experiment's runs. The one orchestrator: every executor goes through it.
 
-    ``executor``: a name in :data:`genlab.execution.executors.EXECUTORS` (``local``, ``ray``;
-    ``torchrun`` is chosen whenever torchrun started this process). ``workers``: processes for
+    ``executor``: a name in :data:`genlab.execution.executors.EXECUTORS` (``local``, ``ray``,
+    ``slurm``, ``submitit-local``; ``torchrun`` is chosen whenever torchrun started this
+    process). ``workers``: processes for
     the runs; 0 picks one per core on the CPU (one thread each). Worker processes only know
     models and data sets that import can find (registry names, ``package.module:factory``),
     not ones registered interactively, hence the default of 1. ``batched``: with one local
@@ -77,46 +85,63 @@ def run_plan(p: Plan, out: str | Path, *, device: str = "auto",
     (time a few steps both ways, take the faster; each group's choice is printed), or ``off``
     (the default: in float32 a stack matches one-by-one training only to rounding, so a run's
     numbers would depend on how it was scheduled; each result records ``batched``).
+    ``slurm_*``: each job's resources with ``executor="slurm"`` (``submitit-local`` reads the
+    time limit, GPUs, CPUs and array parallelism): the partition, the time limit in minutes,
+    GPUs and CPUs per job, the most jobs of the array running at once, memory in GB.
     """
     from genlab.execution.executors import EXECUTORS, torchrun
 
     options = RunOptions(Path(out), device, data_dir, download, quiet, checkpoint_every_s,
-                         workers, batched, ray_address, gpus_per_run)
+                         workers, batched, ray_address, gpus_per_run,
+                         slurm_partition=slurm_partition, slurm_time_min=slurm_time_min,
+                         slurm_gpus_per_task=slurm_gpus_per_task,
+                         slurm_array_parallelism=slurm_array_parallelism,
+                         slurm_cpus_per_task=slurm_cpus_per_task, slurm_mem_gb=slurm_mem_gb)
     name = "torchrun" if torchrun.active() else executor
     ex = EXECUTORS.get(name).value(options)
     specs = list({s.hash: s for s in p.specs}.values())
     ex.check(specs)  # before anything is written
+    progress = None
     try:
         store = None
         if ex.main:
             store = Store.create(out)
             hashes = list(dict.fromkeys([s.hash for s in p.specs] + [t.hash for t in p.tasks]))
             store.record_experiment(p.experiment, p.options, hashes, versions())
+            if config:  # the invocation's resolved config file (genlab run --dump-config)
+                store.record_config(config)
             todo = sum(store.status(s.hash) not in ("done", "diverged") for s in specs)
+            progress = SweepProgress(len(specs), todo, Log(store.root), quiet=quiet)
+            progress.started(f"sweep {p.experiment}: {len(specs)} runs ({todo} to train), "
+                             f"{len(p.tasks)} tasks, executor {name}")
             line = ex.describe(specs, todo)
             if line:
-                _say(quiet, line)
-        ex.run(specs, store, _reporter(store, specs, quiet) if ex.main else _silent)
+                progress.note(line)
+        ex.run(specs, store, _reporter(store, specs, progress) if ex.main else _silent)
     finally:
         ex.close()
     if not ex.main:
         return pd.DataFrame()
+    progress.finished()
     ctx = TaskContext(out=Path(out), device=device, data_dir=data_dir, download=download)
-    run_tasks(p.tasks, store, ctx, quiet)
+    run_tasks(p.tasks, store, ctx, quiet, progress)
     return load(out, p.experiment)
 
 
-def _reporter(store: Store, specs: list[RunSpec], quiet: bool) -> Report:
-    """The line printed as each run ends: ``[i/n] model condition seed: outcome``."""
+def _reporter(store: Store, specs: list[RunSpec], progress: SweepProgress) -> Report:
+    """The line printed (and logged) as each run ends, ``[i/n] model condition seed:
+    outcome``, then the sweep's status line (:class:`genlab.execution.progress.SweepProgress`)."""
     done = [0]
 
     def report(spec: RunSpec, trained: bool, seconds: float, error: str | None) -> None:
         done[0] += 1
         tag = f"[{done[0]}/{len(specs)}] {spec.model} {spec.condition} seed {spec.seed}"
         if error is not None:
-            _say(quiet, f"{tag}: error: {error}")
-        else:
-            _say(quiet, f"{tag}: {_outcome(store, spec.hash, trained, seconds)}")
+            progress.ended(tag, f"error: {error}", trained=True, failed=True)
+            return
+        outcome = _outcome(store, spec.hash, trained, seconds)
+        failed = trained and store.status(spec.hash) == "error"
+        progress.ended(tag, outcome, trained=trained, failed=failed)
 
     return report
 
@@ -125,8 +150,16 @@ def _silent(spec: RunSpec, trained: bool, seconds: float, error: str | None) -> 
     """Other torchrun ranks print nothing."""
 
 
-def run_tasks(tasks: list[Task], store: Store, ctx: TaskContext, quiet: bool) -> None:
-    """Run the tasks not yet done, after the runs they may read; errors are recorded."""
+def run_tasks(tasks: list[Task], store: Store, ctx: TaskContext, quiet: bool,
+              progress: SweepProgress | None = None) -> None:
+    """Run the tasks not yet done, after the runs they may read; errors are recorded (and
+    logged in ``OUT/genlab.log`` with ``progress``)."""
+    def _say(quiet: bool, line: str) -> None:
+        if progress is not None:
+            progress.note(line)
+        elif not quiet:
+            print(line, file=sys.stderr, flush=True)
+
     for i, task in enumerate(tasks, 1):
         tag = f"[task {i}/{len(tasks)}] {task.kind} {task.params}"
         if not store.claim_task(task.hash, task.kind, task.to_json()):
@@ -163,7 +196,3 @@ def _outcome(store: Store, run_hash: str, trained: bool, seconds: float) -> str:
     return (f"train {r['train_acc']:.3f} test {r['test_acc']:.3f}, {fit}, "
             f"{r['epochs']} epochs ({seconds:.1f} s)")
 
-
-def _say(quiet: bool, line: str) -> None:
-    if not quiet:
-        print(line, file=sys.stderr, flush=True)

@@ -52,6 +52,11 @@ class Options:
     preprocess: str | None = None
     augment: str | None = None
     dropout: float | None = None
+    #: ``sgd`` (the paper's), ``adam`` or ``adamw`` (genlab.spec.Recipe.optimizer)
+    optimizer: str | None = None
+    #: image side in pixels for data whose size is an option (an ImageFolder tree); default:
+    #: the largest input size of the models (32 for most, 299 for inception-v3)
+    image_size: int | None = None
     #: names of the options the caller set (filled by with_defaults), so presets yield to them
     explicit: tuple[str, ...] | None = None
     #: experiment-specific parameters (CLI: --set key=value), e.g. kernel=gaussian for kernels

@@ -1,4 +1,4 @@
-"""Models: a registry of factories ``factory(input_shape, num_classes) -> nn.Module``, the
+"""Models: a registry of factories returning an ``nn.Module``, the
 paper's networks, the per-family training recipes, and custom models' fingerprints.
 
 This ``__init__`` is the one place that registers genlab's own models: a new architecture is a
@@ -14,14 +14,20 @@ from genlab.models.registry import (
     build_model,
     check_model,
     count_parameters,
+    input_size,
+    instance_factory,
     is_custom_model,
     list_models,
+    model_kwargs,
     register_family,
     register_model,
     resolve_model,
 )
+from genlab.models.timm_models import timm_family
 
 register_family("mlp", mlp_family, "MLP with the given hidden widths, e.g. mlp:512x512")
+register_family("timm", timm_family, "any timm model, untrained, e.g. timm:resnet18 "
+                "(pip install timm)")
 register_model("mlp1x512", mlp_family("512"), description="MLP 1x512 (paper: 1,209,866 params)")
 register_model("mlp3x512", mlp_family("512x512x512"),
                description="MLP 3x512 (paper: 1,735,178 params)")
@@ -36,9 +42,10 @@ register_model("inception-small-nobn", inception_small_nobn,
                recipe_family="inception-nobn")
 register_model("inception-v3", inception_v3,
                description="torchvision Inception V3 (Table 2; input >= 75x75; --dropout)",
-               recipe_family="inception")
+               recipe_family="inception", input_size=299)
 
 __all__ = [
     "MLP", "MODELS", "ModelFactory", "build_model", "check_model", "count_parameters",
-    "is_custom_model", "list_models", "register_family", "register_model", "resolve_model",
+    "input_size", "instance_factory", "is_custom_model", "list_models", "model_kwargs",
+    "register_family", "register_model", "resolve_model",
 ]

@@ -1,8 +1,10 @@
-"""Model registry: uniform constructors ``factory(input_shape, num_classes) -> nn.Module``.
+"""Model registry: factories that return an ``nn.Module`` for a data set's inputs and classes.
 
 Names are either registered exactly (``mlp1x512``), matched by a registered prefix
-(``mlp:512x256`` -> the ``mlp:`` family), or ``package.module:factory`` for any importable
-factory taking ``input_shape`` and ``num_classes`` keyword arguments.
+(``mlp:512x256`` -> the ``mlp:`` family; ``timm:resnet18`` -> timm's model of that name), or
+``package.module:callable`` for any importable callable returning an ``nn.Module``
+(``torchvision.models:resnet18``). genlab passes a factory ``input_shape`` (C, H, W),
+``num_classes`` and ``in_channels`` only where its signature takes them (:func:`model_kwargs`).
 
 :func:`check_model` builds a model once and runs one probe forward pass, so that a factory that
 fails, or builds something that cannot train on the data, is refused before any run starts.
@@ -10,7 +12,8 @@ fails, or builds something that cannot train on the data, is refused before any 
 
 from __future__ import annotations
 
-import importlib
+import copy
+import inspect
 import re
 from collections.abc import Callable, Sequence
 
@@ -19,7 +22,7 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 from genlab.errors import GenlabError
-from genlab.registry import Registry, caller_module
+from genlab.registry import Registry, caller_module, describe_error, import_object, is_import_path
 
 ModelFactory = Callable[..., nn.Module]
 
@@ -28,8 +31,12 @@ ModelFactory = Callable[..., nn.Module]
 MODELS: Registry[ModelFactory] = Registry("model")
 
 
+#: the image size (pixels) a model is given when the data set's size is an option (ImageFolder)
+DEFAULT_INPUT_SIZE = 32
+
+
 def register_model(name: str, factory: ModelFactory | None = None, *, description: str = "",
-                   recipe_family: str = "mlp"):
+                   recipe_family: str = "mlp", input_size: int = DEFAULT_INPUT_SIZE):
     """Register ``factory(input_shape, num_classes) -> nn.Module`` under ``name``.
 
     Usable as a decorator (``@register_model("mynet")``) or a call. Re-registering a name
@@ -37,9 +44,18 @@ def register_model(name: str, factory: ModelFactory | None = None, *, descriptio
     a custom model: its runs are identified by what it builds (:mod:`genlab.models.identity`),
     so a redefinition gives new runs instead of reusing the old results. ``recipe_family``:
     whose named recipe ``--preset paper`` gives it (:mod:`genlab.models.recipes`).
+    ``input_size``: the image side in pixels it is built for, which an ImageFolder tree is
+    resized to unless the user gives ``image_size`` (Inception V3: 299).
     """
     return MODELS.register(name, factory, description=description, origin=caller_module(),
-                           recipe_family=recipe_family)
+                           recipe_family=recipe_family, input_size=input_size)
+
+
+def input_size(name: str) -> int:
+    """The image side (pixels) model ``name`` is built for (:func:`register_model`'s
+    ``input_size``; :data:`DEFAULT_INPUT_SIZE` for families and users' callables)."""
+    entry = MODELS.find(name) if isinstance(name, str) else None
+    return int(entry.meta.get("input_size", DEFAULT_INPUT_SIZE)) if entry else DEFAULT_INPUT_SIZE
 
 
 def register_family(prefix: str, parse: Callable[[str], ModelFactory], description: str, *,
@@ -86,7 +102,7 @@ def resolve_model(name: str) -> ModelFactory:
     if entry is not None:
         return entry.value
     prefix, sep, args = name.partition(":")
-    if sep and prefix.replace(".", "").replace("_", "").isalnum() and args:
+    if is_import_path(name):
         return import_factory(prefix, args, name)
     known = ", ".join(list_models())
     raise GenlabError(
@@ -106,20 +122,21 @@ def build_model(
     """
     factory = name if callable(name) else resolve_model(name)
     shape = tuple(int(s) for s in input_shape)
-    kw = {}
+    kw = model_kwargs(factory, shape, int(num_classes))
     if dropout:
         if not takes_dropout(factory):
             raise GenlabError(f"model {name!r} has no place for dropout; --dropout applies to "
                               "models whose factory takes a dropout argument (alexnet-small)")
         kw["dropout"] = float(dropout)
     try:
-        model = factory(input_shape=shape, num_classes=int(num_classes), **kw)
+        model = factory(**kw)
     except GenlabError:
         raise
     except (Exception, SystemExit) as e:  # a user's factory failing is bad input, not a bug
         raise GenlabError(
-            f"model {name!r} could not be built for input {shape} with {num_classes} classes: "
-            f"{describe_error(e)}; fix its factory"
+            f"model {name!r} could not be built for input {shape} with {num_classes} classes "
+            f"(called with {', '.join(kw) or 'no arguments'}): {describe_error(e)}; fix its "
+            "factory"
         ) from e
     if not isinstance(model, nn.Module):
         raise GenlabError(f"model factory {name!r} returned {type(model).__name__}, not a "
@@ -185,14 +202,44 @@ def check_model(name: str, input_shape: Sequence[int], num_classes: int,
     return model
 
 
-def describe_error(e: BaseException, limit: int = 300) -> str:
-    """``Type: message`` of an exception on one line (whitespace runs collapsed), shortened."""
-    if isinstance(e, SystemExit):
-        text = f"it called sys.exit({'' if e.code is None else repr(e.code)})"
-    else:
-        msg = " ".join(str(e).split())
-        text = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+def model_kwargs(factory: ModelFactory, input_shape: tuple[int, ...],
+                 num_classes: int) -> dict:
+    """The keyword arguments genlab gives ``factory``: ``input_shape`` (C, H, W),
+    ``num_classes`` and ``in_channels`` (C), each only if the signature names it.
+
+    A factory taking only ``**kwargs`` (torchvision's ``resnet18(*, weights=None,
+    **kwargs)``) gets ``num_classes``, the one keyword every classifier constructor shares. A
+    callable whose signature cannot be read gets ``input_shape`` and ``num_classes``.
+    """
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return {"input_shape": input_shape, "num_classes": num_classes}
+    var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    named = {n for n, p in params.items()
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    offer = {"input_shape": input_shape, "num_classes": num_classes,
+             "in_channels": input_shape[0]}
+    kw = {k: v for k, v in offer.items() if k in named}
+    if var_kw:
+        kw.setdefault("num_classes", num_classes)
+    return kw
+
+
+def instance_factory(module: nn.Module) -> ModelFactory:
+    """A factory returning a fresh copy of ``module`` (its weights as given) on each call, so
+    that a model instance handed to genlab from Python is never trained in place and every run
+    starts from the same weights (the run's seed then changes only the data order)."""
+    if not isinstance(module, nn.Module):
+        raise GenlabError(f"model must be a name, a factory or an nn.Module, not "
+                          f"{type(module).__name__}")
+    frozen = copy.deepcopy(module)
+
+    def factory() -> nn.Module:
+        return copy.deepcopy(frozen)
+
+    factory.__qualname__ = f"copy of {type(module).__name__}"
+    return factory
 
 
 def takes_dropout(factory: ModelFactory) -> bool:
@@ -211,19 +258,9 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def import_factory(module: str, attr: str, name: str) -> ModelFactory:
-    # any failure of the user's module is bad input: an ImportError, a SyntaxError, any
-    # exception its top-level code raises, or a sys.exit() (which would end genlab silently)
-    try:
-        mod = importlib.import_module(module)
-    except (Exception, SystemExit) as e:
-        raise GenlabError(f"cannot import module {module!r} for model {name!r}: "
-                          f"{describe_error(e)}; fix the module or the name") from e
-    try:
-        factory = getattr(mod, attr, None)
-    except Exception as e:  # a module __getattr__ that raises
-        raise GenlabError(f"module {module!r} fails giving {attr!r} (model {name!r}): "
-                          f"{describe_error(e)}") from e
+    """The callable ``module:attr`` (see :func:`genlab.registry.import_object`)."""
+    factory = import_object(f"{module}:{attr}", f"model {name!r}")
     if not callable(factory):
         raise GenlabError(f"module {module!r} has no callable {attr!r} (model {name!r}); "
-                          "name a factory(input_shape, num_classes) in it")
+                          "name a callable returning an nn.Module")
     return factory

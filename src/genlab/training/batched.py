@@ -49,6 +49,9 @@ def _check_recipes(recipes: Sequence[Recipe]) -> Recipe:
             if getattr(r, f):
                 raise GenlabError(f"batched training does not implement {what}; leave it out "
                                   "or train one by one (--batched off)")
+        if r.optimizer != "sgd":
+            raise GenlabError(f"batched training implements SGD only, not {r.optimizer}; "
+                              "train one by one (--batched off)")
     return r0
 
 

@@ -43,6 +43,15 @@ def out_of_steps(recipe: Recipe, step: int) -> bool:
     return bool(recipe.max_steps and step >= recipe.max_steps)
 
 
+def epoch_limit(recipe: Recipe, n: int, batch_size: int | None = None) -> int:
+    """The most epochs a run on ``n`` examples can train: ``recipe.epochs``, or fewer when
+    ``recipe.max_steps`` ends it first (a progress bar's length: what will really run)."""
+    if not recipe.max_steps:
+        return recipe.epochs
+    per_epoch = -(-max(n, 1) // max(1, min(batch_size or recipe.batch_size, max(n, 1))))
+    return min(recipe.epochs, -(-recipe.max_steps // per_epoch))
+
+
 def finished(recipe: Recipe, epoch: int, step: int, fitted: bool) -> bool:
     """Whether a run stops: it has fitted, or is out of epochs or steps."""
     return fitted or epoch >= recipe.epochs or out_of_steps(recipe, step)

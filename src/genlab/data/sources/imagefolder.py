@@ -57,10 +57,19 @@ def imagefolder_name(size: int = DEFAULT_SIZE, stream: bool = False) -> str:
         "-stream" if stream else "")
     if name not in list_datasets():
         how = "streamed from disk" if stream else "in memory, streamed when too large"
+        unsized = size == DEFAULT_SIZE  # the plain names: their size is an option
         register_dataset(name, _loader(size, True if stream else None),
+                         (f"ImageFolder tree in --data-dir, images --image-size x "
+                          f"--image-size (default: the model's input size, 32 for most; "
+                          f"{how})") if unsized else
                          f"ImageFolder tree in --data-dir at {size}x{size} ({how})",
-                         streams=True)
+                         streams=True, resize=resized if unsized else None)
     return name
+
+
+def resized(name: str, size: int) -> str:
+    """``imagefolder`` (or ``imagefolder-stream``) at ``size`` x ``size``."""
+    return imagefolder_name(size, stream=name.endswith("-stream"))
 
 
 #: the data-set names of ImageFolder trees: a size other than 299, and/or always streamed

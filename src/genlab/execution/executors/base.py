@@ -34,6 +34,12 @@ class RunOptions:
     batched: str = "off"
     ray_address: str | None = None
     gpus_per_run: float = 1.0
+    slurm_partition: str | None = None
+    slurm_time_min: int = 60
+    slurm_gpus_per_task: int = 0
+    slurm_array_parallelism: int = 16
+    slurm_cpus_per_task: int = 1
+    slurm_mem_gb: float | None = None
 
 
 class Executor:
@@ -63,5 +69,5 @@ class Executor:
         """Release what :meth:`check` acquired."""
 
 
-#: executor classes by name: ``local``, ``ray``, ``torchrun``
+#: executor classes by name: ``local``, ``ray``, ``torchrun``, ``slurm``, ``submitit-local``
 EXECUTORS: Registry[type[Executor]] = Registry("executor")

@@ -25,7 +25,8 @@ def batch_groups(specs: list[RunSpec], store: Store) -> tuple[list[list[RunSpec]
     (genlab's MLPs, ``alexnet-small``, ``inception-small``, ``inception-small-nobn``: see
     :mod:`genlab.training.stacked`) and the loop limits (batch size, epochs, steps, evaluation);
     labels, pixels, seeds, learning rates, momentum, weight decay and augmentation may differ. Runs
-    with dropout, ``eval_steps``, ``fast``, ``target_margin`` or ``compile``, runs on data sets
+    with dropout, ``eval_steps``, ``fast``, ``target_margin``, ``compile`` or an optimizer
+    other than SGD (the stacked update is SGD's), runs on data sets
     that may stream from disk, and runs with a checkpoint (they resume on their own), train one
     by one.
     """
@@ -37,7 +38,7 @@ def batch_groups(specs: list[RunSpec], store: Store) -> tuple[list[list[RunSpec]
             can_stack[s.model] = stackable(s.model)
         r = s.recipe
         if (not can_stack[s.model] or r.eval_steps or r.fast or r.compile
-                or r.target_margin or s.dropout
+                or r.target_margin or s.dropout or r.optimizer != "sgd"
                 or may_stream(s.dataset)  # streamed images are no tensor to stack
                 or store.checkpoint_path(s.hash).exists()
                 or store.status(s.hash) in ("done", "diverged")):
