@@ -240,6 +240,12 @@ def test_dataset_named_as_an_import_path_on_the_command_line(tmp_path, monkeypat
     sys.modules.pop("mydata", None)
     d = genlab.load_dataset("mydata:make")
     assert d.num_classes == 4 and d.input_shape == (1, 4, 4)
+    # in worker processes too, which know the name only from the spec (case kept)
+    rc = main(["run", "figure1", "--dataset", "mydata:Squares", "--model", "mlp:4", "--out",
+               "ok", *SMALL[:8], "--workers", "2", "--quiet", "--no-report"])
+    assert rc == 0, capsys.readouterr().err
+    runs = genlab.load("ok")
+    assert set(runs["status"]) == {"done"} and set(runs["n_train"]) == {32}
     rc = main(["run", "figure1", "--dataset", "mydata:ragged", "--model", "mlp:4",
                "--out", "bad", *SMALL])
     err = capsys.readouterr().err

@@ -247,8 +247,8 @@ def load_dataset(name: str, *, data_dir: str | Path | None = None, train_size: i
     download: fetch a missing set with torchvision (ignored for offline sets).
     Returns a :class:`Dataset` whose tensors are not shared with the in-process cache.
     """
-    key = DATASETS.key(name)
-    entry = DATASETS.get(key)
+    entry = DATASETS.get(name)  # the name as given: an import path is case-sensitive
+    key = entry.name
     root = user_path(data_dir, "--data-dir") if data_dir not in (None, "") else None
     cache_key = (key, str(root) if root else "", os.environ.get("GENLAB_DATA", ""))
     full = _CACHE.get(cache_key)
