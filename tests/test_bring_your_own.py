@@ -271,3 +271,24 @@ def test_the_quickstart_notebook_executes(tmp_path, monkeypatch):
     assert "random labels: train" in text and (tmp_path / "runs" / "report.html").exists()
     runs = genlab.load(tmp_path / "runs")
     assert len(runs) == 4 and set(runs["status"]) == {"done"}
+
+
+def test_names_registered_in_this_process_train_here_not_in_workers(tmp_path, capsys):
+    genlab.register_dataset("pairs-here", Pairs(40), test=Pairs(10, seed=1))
+
+    @genlab.register_model("tiny-here")
+    def tiny(input_shape, num_classes):
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes))
+
+    try:
+        # --workers left at its default (one per core): worker processes would not know them
+        rc = main(["run", "figure1", "--dataset", "pairs-here", "--model", "tiny-here",
+                   "--conditions", "true,random-labels", "--corruptions", "none", "--seeds",
+                   "0", "--epochs", "1", "--no-report", "--out", str(tmp_path)])
+        err = capsys.readouterr().err
+        assert rc == 0, err
+        assert "this process (data set 'pairs-here' is registered only in this process" in err
+        assert set(genlab.load(tmp_path)["status"]) == {"done"}
+    finally:
+        genlab.DATASETS.remove("pairs-here")
+        genlab.models.MODELS.remove("tiny-here")

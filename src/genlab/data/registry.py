@@ -205,13 +205,17 @@ def torch_loader(name: str, source: Any, test: Any = None,
     return load
 
 
+#: the origin of a data set named by its import path: every process resolves it again
+IMPORTED = "import path"
+
+
 def register_import_path(name: str) -> Entry | None:
     """``--dataset package.module:attr``: import the object and register it under ``name``
     (a family, so every process that imports genlab resolves it)."""
     obj = import_object(name, f"data set {name!r}", kind="data set or factory")
     loader = obj if tds.is_loader(obj) else torch_loader(name, obj)
     DATASETS.register(name, loader, description=_describe(obj), streams=False,
-                      origin="user")
+                      origin=IMPORTED)
     return None
 
 

@@ -25,6 +25,24 @@ from genlab.execution.store import Store
 from genlab.spec import RunSpec
 
 
+def only_here(specs: list[RunSpec]) -> str:
+    """The first data set, model or condition of ``specs`` registered from code running in
+    this process (a notebook's ``genlab.register_dataset``, a model instance given to
+    ``genlab.run``), as ``data set 'name'``; "" when every name resolves in any process
+    (genlab's own, families, ``package.module:attr`` import paths)."""
+    from genlab.data.conditions import CONDITIONS
+    from genlab.data.registry import DATASETS, IMPORTED
+    from genlab.models.registry import MODELS
+
+    for s in specs:
+        for kind, reg, name in (("data set", DATASETS, s.dataset), ("model", MODELS, s.model),
+                                ("condition", CONDITIONS, s.condition.partition(":")[0])):
+            e = reg.registered(name)
+            if e is not None and not e.builtin and e.origin != IMPORTED:
+                return f"{kind} {name!r}"
+    return ""
+
+
 def default_workers(device: str, n_runs: int) -> int:
     """Worker processes for a sweep: one per core on the CPU (one thread each), else 1."""
     if device not in ("cpu", "auto") or n_runs < 2:
@@ -93,23 +111,30 @@ class LocalExecutor(Executor):
     """This process, or on the CPU one worker process per core (one thread each) for the runs
     left to train; with one process, ``batched`` groups of same-shaped runs train stacked."""
 
-    def workers(self, todo: int) -> int:
+    def workers(self, todo: int, specs: list[RunSpec] | None = None) -> int:
         """Processes for ``todo`` runs left: never more than the runs (a one-run sweep trains
-        in this process, spawning nothing)."""
+        in this process, spawning nothing), and 1 when a run needs something registered only
+        in this process (:func:`only_here`), which a worker process would not know."""
         o = self.options
+        if specs and only_here(specs):
+            return 1
         return max(1, min(o.workers if o.workers else default_workers(o.device, todo), todo))
 
     def describe(self, specs: list[RunSpec], todo: int) -> str:
-        n = self.workers(todo)
+        n = self.workers(todo, specs)
         if len(specs) < 2:
             return ""
         how = f"{n} worker processes, 1 thread each" if n > 1 else "this process"
+        why = only_here(specs)
+        if why and (self.options.workers or 0) != 1:
+            how += f" ({why} is registered only in this process, so worker processes would " \
+                   "not know it)"
         return f"{len(specs)} runs on {how}"
 
     def run(self, specs: list[RunSpec], store: Store, report: Report) -> None:
         o = self.options
         todo = sum(store.status(s.hash) not in ("done", "diverged") for s in specs)
-        n = self.workers(todo)
+        n = self.workers(todo, specs)
         if n == 1 and o.batched != "off":
             specs = run_batchable(specs, store, o.batched, o.device, o.data_dir, o.download,
                                   o.quiet, report)
