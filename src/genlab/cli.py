@@ -172,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "most, 299 for inception-v3)")
     r.add_argument("--conditions", type=_csv(str, "conditions"),
                    help="conditions, comma-separated: true, random-labels, shuffled-pixels, "
-                   "random-pixels, gaussian, corrupt:p")
+                   "random-pixels, gaussian, corrupt:p, and label noise pairflip:p, "
+                   "instance:p, transition:FILE (a K x K .npy or .csv); genlab list "
+                   "conditions")
     r.add_argument("--corruptions", type=_none_or(_csv(float, "corruption levels")),
                    help="label-corruption levels p in [0,1], comma-separated, or none "
                    "(figure1: added to --conditions; left out when only --conditions is given)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import resource
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from genlab.data.conditions import apply_condition
@@ -15,6 +16,7 @@ from genlab.data.registry import Dataset, list_datasets, load_dataset
 from genlab.errors import GenlabError
 from genlab.experiments.base import Options, Results, TaskContext, conditions_of
 from genlab.models.recipes import check_preset, recipe_for
+from genlab.paper import Published
 from genlab.spec import RunSpec
 
 
@@ -70,3 +72,34 @@ def run_table(runs: pd.DataFrame) -> pd.DataFrame:
         if c in df:
             df[c] = df[c].astype("Int64")  # integers, with <NA> for runs that did not fit
     return df.sort_values(["model", "seed", "condition"]).reset_index(drop=True)
+
+
+def label_count_claims(d: pd.DataFrame, model: str, k: int) -> list:
+    """Per label-noise condition: did every run change about as many labels as its noise model
+    expects? Each run records the mean and sd of that count under its condition
+    (``labels_expected``, ``labels_sd``: p(K-1)/K n for corrupt:p, p n for pairflip:p,
+    sum of 1 - T[y, y] for a transition matrix, n E[q] for instance:p). Runs stored before
+    genlab recorded it get corrupt:p's from its closed form."""
+    if not {"labels_changed", "n_train", "corruption"} <= set(d):
+        return []
+    d = d[d["labels_changed"].notna() & d["n_train"].notna()].copy()  # runs that trained
+    for col in ("labels_expected", "labels_sd"):
+        if col not in d:
+            d[col] = np.nan
+    old = d["labels_expected"].isna() & d["corruption"].notna() & (d["corruption"] > 0)
+    q = d.loc[old, "corruption"] * (k - 1) / k  # redrawn w.p. p, lands elsewhere w.p. (K-1)/K
+    d.loc[old, "labels_expected"] = q * d.loc[old, "n_train"]
+    d.loc[old, "labels_sd"] = (d.loc[old, "n_train"] * q * (1 - q)).pow(0.5)
+    rows = d[d["labels_expected"].notna() & (d["labels_expected"] > 0)]
+    claims = []
+    if rows.empty:
+        return []
+    for family, g in rows.groupby(rows["condition"].str.split(":").str[0], sort=True):
+        sd = g["labels_sd"].astype(float).clip(lower=1.0)
+        z = float(((g["labels_changed"] - g["labels_expected"]).abs() / sd).max())
+        count = Published(f"{model}: {family} changes the expected number of labels",
+                          "its noise model's mean; genlab's tolerance: within 4 sd in every "
+                          "run", "at_most", high=4.0)
+        claims.append(count.judge(z, f"largest deviation from the expected count: {z:.1f} sd "
+                                     f"over {len(g)} runs"))
+    return claims

@@ -19,7 +19,7 @@ from genlab.experiments.base import (
     Results,
     Section,
 )
-from genlab.experiments.common import grid, run_table, summary
+from genlab.experiments.common import grid, label_count_claims, run_table, summary
 from genlab.experiments.plots import new_figure, save_figure
 from genlab.paper import Published, rank_correlation
 
@@ -211,35 +211,6 @@ def _claims(runs: pd.DataFrame, lab: pd.DataFrame, models: list[str]) -> list[Cl
             claims.append(paper.NOISE_INPUTS_FIRST.judge(
                 len(faster) if trio.notna().all() else None, text,
                 claim=f"{model}: {paper.NOISE_INPUTS_FIRST.claim}"))
-    return claims
-
-
-def label_count_claims(d: pd.DataFrame, model: str, k: int) -> list:
-    """Per label-noise condition: did every run change about as many labels as its noise model
-    expects? Each run records the mean and sd of that count under its condition
-    (``labels_expected``, ``labels_sd``: p(K-1)/K n for corrupt:p, p n for pairflip:p,
-    sum of 1 - T[y, y] for a transition matrix, n E[q] for instance:p). Runs stored before
-    genlab recorded it get corrupt:p's from its closed form."""
-    d = d.copy()
-    for col in ("labels_expected", "labels_sd"):
-        if col not in d:
-            d[col] = np.nan
-    old = d["labels_expected"].isna() & d["corruption"].notna() & (d["corruption"] > 0)
-    q = d.loc[old, "corruption"] * (k - 1) / k  # redrawn w.p. p, lands elsewhere w.p. (K-1)/K
-    d.loc[old, "labels_expected"] = q * d.loc[old, "n_train"]
-    d.loc[old, "labels_sd"] = (d.loc[old, "n_train"] * q * (1 - q)).pow(0.5)
-    rows = d[d["labels_expected"].notna() & (d["labels_expected"] > 0)]
-    claims = []
-    if rows.empty:
-        return []
-    for family, g in rows.groupby(rows["condition"].str.split(":").str[0], sort=True):
-        sd = g["labels_sd"].astype(float).clip(lower=1.0)
-        z = float(((g["labels_changed"] - g["labels_expected"]).abs() / sd).max())
-        count = Published(f"{model}: {family} changes the expected number of labels",
-                          "its noise model's mean; genlab's tolerance: within 4 sd in every "
-                          "run", "at_most", high=4.0)
-        claims.append(count.judge(z, f"largest deviation from the expected count: {z:.1f} sd "
-                                     f"over {len(g)} runs"))
     return claims
 
 

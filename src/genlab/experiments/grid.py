@@ -9,7 +9,7 @@ from pathlib import Path
 
 from genlab.experiments.base import Experiment, Options, Results, Section
 from genlab.experiments.common import grid as _product_grid
-from genlab.experiments.common import run_table, summary
+from genlab.experiments.common import label_count_claims, run_table, summary
 from genlab.experiments.plots import new_figure, save_figure
 
 DEFAULTS = {"dataset": "digits", "models": ["mlp1x512"], "conditions": ["true"],
@@ -40,6 +40,10 @@ def report(results: Results, outdir: Path) -> Section:
         ax.legend(fontsize=7)
     sec.figures.append(save_figure(fig, outdir, "grid_curves", "Accuracy during training."))
     sec.tables.append(("Every run", run_table(runs)))
+    known = runs["num_classes"].dropna() if "num_classes" in runs else runs.iloc[:0, :0]
+    k = int(known.iloc[0]) if len(known) else 10
+    for model in sorted(runs["model"].unique()):
+        sec.claims += label_count_claims(runs[runs["model"] == model], model, k)
     return sec
 
 
