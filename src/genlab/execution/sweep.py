@@ -161,7 +161,7 @@ def run_tasks(tasks: list[Task], store: Store, ctx: TaskContext, quiet: bool,
             print(line, file=sys.stderr, flush=True)
 
     for i, task in enumerate(tasks, 1):
-        tag = f"[task {i}/{len(tasks)}] {task.kind} {task.params}"
+        tag = f"[task {i}/{len(tasks)}] {task.kind} {brief(task.params)}"
         if not store.claim_task(task.hash, task.kind, task.to_json()):
             _say(quiet, f"{tag}: already done")
             continue
@@ -182,6 +182,17 @@ def run_tasks(tasks: list[Task], store: Store, ctx: TaskContext, quiet: bool,
         store.finish_task(task.hash, status="done", reason="", result=result,
                           versions=versions(), wall_time_s=time.perf_counter() - t0)
         _say(quiet, f"{tag}: done ({time.perf_counter() - t0:.1f} s)")
+
+
+#: the task parameters a progress line names first (the rest are in the store)
+_BRIEF_KEYS = ("method", "model", "condition", "seed", "subspace_dim", "run", "hash")
+
+
+def brief(params: dict) -> str:
+    """A task's parameters for a progress line: the telling ones, at most 120 characters."""
+    keys = [k for k in _BRIEF_KEYS if k in params] or list(params)
+    text = " ".join(f"{k}={params[k]}" for k in keys if not isinstance(params[k], dict | list))
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _outcome(store: Store, run_hash: str, trained: bool, seconds: float) -> str:

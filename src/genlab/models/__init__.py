@@ -5,7 +5,7 @@ This ``__init__`` is the one place that registers genlab's own models: a new arc
 module here plus one ``register_model`` line below (or a call from your own code).
 """
 
-from genlab.models.cnn import alexnet_small, inception_small, inception_small_nobn
+from genlab.models.cnn import alexnet_small, cnn_small, inception_small, inception_small_nobn
 from genlab.models.inception_v3 import inception_v3
 from genlab.models.mlp import MLP, mlp_family
 from genlab.models.registry import (
@@ -34,6 +34,9 @@ register_model("mlp3x512", mlp_family("512x512x512"),
 register_model("alexnet-small", alexnet_small,
                description="small AlexNet, 2 conv+LRN blocks, FC 384-192 "
                            "(paper: 1,387,786 params)", recipe_family="alexnet")
+register_model("cnn-small", cnn_small,
+               description="small CNN conv32-conv64-pool-fc128 (Perez-Ortiz et al. 2021's MNIST "
+                           "CNN; PAC-Bayes certificates)", recipe_family="alexnet")
 register_model("inception-small", inception_small,
                description="small Inception of the paper's Figure 3 (paper: 1,649,402 params)",
                recipe_family="inception")

@@ -264,3 +264,16 @@ def inception_small_nobn(input_shape: Sequence[int], num_classes: int) -> nn.Mod
     return InceptionSmall(input_shape, num_classes, batchnorm=False)
 
 
+
+
+def cnn_small(input_shape: Sequence[int], num_classes: int) -> nn.Sequential:
+    """The MNIST CNN of Pérez-Ortiz et al. 2021 (risk certificates): conv 3x3 32 - ReLU - conv
+    3x3 64 - ReLU - max-pool 2 - fc 128 - ReLU - fc K, as a plain ``nn.Sequential`` (every
+    layer a PAC-Bayes posterior can cover). Input (C, H, W) with H, W >= 6."""
+    c, h, w = _check_input(input_shape, num_classes)
+    if h < 6 or w < 6:
+        raise GenlabError(f"cnn-small needs images of at least 6x6, got {h}x{w}")
+    flat = 64 * ((h - 4) // 2) * ((w - 4) // 2)
+    return nn.Sequential(nn.Conv2d(c, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(flat, 128), nn.ReLU(),
+                         nn.Linear(128, num_classes))
