@@ -42,6 +42,11 @@ def test_the_mean_network_computes_the_trained_one_with_batchnorm_folded():
     net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 3 * 3, 8),
                         nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 3))
+    with torch.no_grad():  # affine parameters away from their defaults (1, 0) too
+        for m in net:
+            if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 2.0)
+                m.bias.uniform_(-1.0, 1.0)
     x = torch.randn(64, 2, 6, 6)
     net.train()
     for _ in range(5):  # running statistics away from their defaults
