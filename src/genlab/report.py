@@ -83,7 +83,7 @@ def watch(out: str | Path, every_s: float = 5.0, say=print) -> Path:
             say(f"report: {path} ({ended} runs finished, {len(training)} training)")
             seen = ended
         if not training:
-            return write_report(out) if seen is None else path
+            return path
         time.sleep(every_s)
 
 

@@ -335,20 +335,6 @@ def errors_each(q: GaussianNet, x: torch.Tensor, y: torch.Tensor, passes: int, s
 
 
 @torch.no_grad()
-def sample_errors(q: GaussianNet, x: torch.Tensor, y: torch.Tensor, samples: int, seed: int,
-                  chunk: int = 4096) -> torch.Tensor:
-    """0-1 error on (x, y) of each of ``samples`` networks drawn from Q (samples,) float64."""
-    g = torch.Generator().manual_seed(seed)
-    errs = torch.empty(samples, dtype=torch.float64)
-    for s in range(samples):
-        params = q.sample(g)
-        wrong = sum(int((q(x[a:a + chunk], params).argmax(1) != y[a:a + chunk]).sum())
-                    for a in range(0, len(y), chunk))
-        errs[s] = wrong / len(y)
-    return errs
-
-
-@torch.no_grad()
 def error_of_mean(q: GaussianNet, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096) -> float:
     """0-1 error of the posterior mean network (the deterministic one)."""
     wrong = sum(int((q(x[a:a + chunk]).argmax(1) != y[a:a + chunk]).sum())

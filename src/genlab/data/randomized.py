@@ -150,13 +150,12 @@ class RandomizedDataset(torch.utils.data.Dataset):
             cdf = torch.from_numpy(np.cumsum(t, axis=1))
             cdf[:, -1] = 1.0
             ctx["cdf"] = cdf
-        perm_gen = torch.Generator().manual_seed(_item_seed(self.seed, self.condition, -1))
         perms: dict[int, torch.Tensor] = {}
 
         def perm(n: int) -> torch.Tensor:  # one permutation of pixel positions for all images
             if n not in perms:
-                perms[n] = torch.randperm(n, generator=perm_gen.manual_seed(
-                    _item_seed(self.seed, self.condition, -1)))
+                g = torch.Generator().manual_seed(_item_seed(self.seed, self.condition, -1))
+                perms[n] = torch.randperm(n, generator=g)
             return perms[n]
 
         stats: list[tuple[torch.Tensor, torch.Tensor]] = []

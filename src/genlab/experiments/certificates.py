@@ -43,7 +43,15 @@ import pandas as pd
 
 from genlab import paper
 from genlab.errors import GenlabError
-from genlab.experiments.base import Experiment, Options, Results, Section, Task, TaskContext
+from genlab.experiments.base import (
+    Experiment,
+    Options,
+    Results,
+    Section,
+    Task,
+    TaskContext,
+    conditions_of,
+)
 from genlab.experiments.common import check_dataset
 from genlab.paper import Claim, Protocol, Published
 from genlab.spec import RunSpec
@@ -147,7 +155,7 @@ def tasks(o: Options) -> list[Task]:
             **recipe}
     out = []
     for model in o.models:
-        for condition in _conditions(o):
+        for condition in conditions_of(o):
             for seed in o.seeds:
                 for method in methods:
                     p = {**base, "model": model, "condition": condition, "seed": seed,
@@ -168,12 +176,6 @@ def tasks(o: Options) -> list[Task]:
                             "objective", "posterior_epochs", "posterior_lr", "mc_passes",
                             "delta", "delta_prime", "p_min")}}, certificate_task))
     return out
-
-
-def _conditions(o: Options) -> list[str]:
-    from genlab.experiments.base import conditions_of
-
-    return conditions_of(o)
 
 
 # --- one certificate --------------------------------------------------------------------------
@@ -295,8 +297,8 @@ _METHODS = {"data-dependent": _data_dependent, "data-independent": _data_indepen
 
 # --- the report ---------------------------------------------------------------------------------
 
-COLUMNS = ["method", "prior", "model", "condition", "num_classes", "n_train", "n_bound",
-           "bound", "test_error", "delta", "seconds"]
+COLUMNS = ["method", "prior", "model", "condition", "dataset", "num_classes", "n_train",
+           "n_bound", "bound", "test_error", "delta", "seconds"]
 
 
 def certificates(results: Results) -> pd.DataFrame:
@@ -340,16 +342,10 @@ def verdicts(table: pd.DataFrame) -> list[Claim]:
 def report(results: Results, outdir: Path) -> Section:
     sec = Section("Certificates: every bound beside the error it bounds")
     table = certificates(results)
-    t = results.tasks
     if table.empty:
         sec.notes.append("No certificate finished yet.")
         return sec
-    if "dataset" not in table and len(t):
-        table["dataset"] = t["dataset"].iloc[0]
-    full = table.copy()
-    if "dataset" not in full:
-        full["dataset"] = results.tasks.get("dataset", pd.Series(["?"])).iloc[0]
-    shown = _best_compression(full)
+    shown = _best_compression(table)
     sec.tables.append(("Certificates (compression: the tightest subspace dimension; all are "
                        "in the tasks table)", shown.drop(columns=["dataset"], errors="ignore")))
     sec.claims = verdicts(shown)
@@ -375,8 +371,8 @@ def _best_compression(table: pd.DataFrame) -> pd.DataFrame:
 def summary(results: Results) -> pd.DataFrame:
     table = certificates(results)
     cols = ["method", "model", "condition", "n_bound", "bound", "test_error", "seconds"]
-    return _best_compression(table.assign(dataset="")).reindex(columns=cols) \
-        if len(table) else pd.DataFrame(columns=cols)
+    return _best_compression(table).reindex(columns=cols) if len(table) else \
+        pd.DataFrame(columns=cols)
 
 
 #: what this module contributes (genlab.experiments registers it)
