@@ -98,8 +98,12 @@ def test_adam_and_adamw_train_and_sgd_keeps_its_hashes():
     assert isinstance(make_optimizer(net, adam.recipe), torch.optim.Adam)
     assert isinstance(make_optimizer(net, base.replace(optimizer="adamw").recipe),
                       torch.optim.AdamW)
-    sgd = make_optimizer(net, base.recipe)
-    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.9
+    from genlab.training.sgd import MomentumSGD
+
+    sgd = make_optimizer(net, base.recipe)  # on the CPU genlab's own, bit-identical SGD
+    assert isinstance(sgd, MomentumSGD) and sgd.defaults["momentum"] == 0.9
+    off_cpu = make_optimizer(net, base.recipe, torch.device("cuda"))  # built, never stepped
+    assert isinstance(off_cpu, torch.optim.SGD) and off_cpu.defaults["momentum"] == 0.9
 
 
 def test_the_paper_presets_keep_sgd():
