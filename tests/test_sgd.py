@@ -96,3 +96,14 @@ def test_mismatched_state_is_refused():
     other = MomentumSGD(nn.Linear(2, 2).parameters(), lr=0.1, momentum=0.9)
     with pytest.raises(ValueError, match="does not match"):
         opt.load_state_dict(other.state_dict())
+
+
+def test_maximize_from_a_loaded_torch_state_matches_torch():
+    # genlab never asks for maximize, but a torch SGD state dict may carry it
+    a, b = _net(), _net()
+    ta = torch.optim.SGD(a.parameters(), lr=0.05, momentum=0.9, maximize=True)
+    tb = MomentumSGD(b.parameters(), lr=0.05, momentum=0.9)
+    tb.load_state_dict(ta.state_dict())
+    _steps(a, ta, 5), _steps(b, tb, 5)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)

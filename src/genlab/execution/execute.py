@@ -26,7 +26,7 @@ from genlab.execution.store import Store
 from genlab.models.registry import count_parameters
 from genlab.spec import RunSpec, __version__
 from genlab.training.checkpoint import checkpoint_bytes, load_checkpoint
-from genlab.training.loop import TrainResult, TrainState, resolve_device, train
+from genlab.training.loop import Optimizer, TrainResult, TrainState, resolve_device, train
 
 
 def versions() -> dict[str, str]:
@@ -93,7 +93,7 @@ def _execute_claimed(spec: RunSpec, store: Store, device: torch.device,
             state, opt_state, gen_state = loaded
     last_save = [time.monotonic()]
 
-    def on_epoch(model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator,
+    def on_epoch(model: nn.Module, opt: Optimizer, gen: torch.Generator,
                  st: TrainState) -> None:
         if time.monotonic() - last_save[0] >= checkpoint_every_s:
             save_checkpoint(ckpt, model, opt, gen, st)
@@ -136,7 +136,7 @@ def record_result(spec: RunSpec, store: Store, prep: Prepared, model: nn.Module,
     store.checkpoint_path(spec.hash).unlink(missing_ok=True)
 
 
-def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
+def save_checkpoint(path: Path, model: nn.Module, opt: Optimizer,
                     gen: torch.Generator, state: TrainState) -> None:
     """Write a checkpoint (:mod:`genlab.training.checkpoint`) atomically, via a rename."""
     atomic_write(path, checkpoint_bytes(model, opt, gen, state))

@@ -13,10 +13,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
-from genlab.training.loop import TrainState
+from genlab.training.loop import Optimizer, TrainState
 
 
-def checkpoint_bytes(model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator,
+def checkpoint_bytes(model: nn.Module, opt: Optimizer, gen: torch.Generator,
                      state: TrainState) -> bytes:
     """Model, optimizer buffers, RNG state and training state as safetensors bytes."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

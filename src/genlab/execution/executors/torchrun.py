@@ -207,7 +207,7 @@ def _train_one(spec: Any, store: Any, dev: torch.device, rank: int, world: int,
     from genlab.execution.execute import record_result, save_checkpoint
     from genlab.execution.prepare import build_run_model, prepare
     from genlab.training.checkpoint import load_checkpoint
-    from genlab.training.loop import TrainState, train
+    from genlab.training.loop import Optimizer, TrainState, train
 
     prep = prepare(spec, dev, data_dir=data_dir, download=download)
     keep = len(prep.y_train) - len(prep.y_train) % world  # equal shares on every rank
@@ -242,7 +242,7 @@ def _train_one(spec: Any, store: Any, dev: torch.device, rank: int, world: int,
     ddp = DataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     last_save = [time.monotonic()]
 
-    def on_epoch(m: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator,
+    def on_epoch(m: nn.Module, opt: Optimizer, gen: torch.Generator,
                  st: TrainState) -> None:
         if rank == 0 and time.monotonic() - last_save[0] >= checkpoint_every_s:
             save_checkpoint(ckpt, model, opt, gen, st)
