@@ -114,6 +114,8 @@ print(json.dumps({"import": t_import - t0, "load": t_load - t_import, "train": t
 BREAKDOWN = r'''
 import sys, time
 t0 = time.perf_counter()
+from genlab.cli import COMMANDS, preload
+preload(COMMANDS["run"][1])  # as the command does: the collector paused while torch loads
 import genlab
 from genlab.experiments import Options, Results, get_experiment, plan
 from genlab.execution.results import load

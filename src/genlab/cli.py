@@ -6,6 +6,8 @@ Bad input of any kind ends with one line on stderr and exit code 2, never a trac
 from __future__ import annotations
 
 import argparse
+import gc
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -320,7 +322,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in ("out", "data_dir", "dest", "checkpoint"):
             if getattr(args, name, None):
                 check_path(getattr(args, name), f"--{name.replace('_', '-')}")
-        return _COMMANDS[args.command](args)
+        command, needs = COMMANDS[args.command]
+        preload(needs)
+        return command(args)
     except GenlabError as e:
         msg = _in_flags(e, parser, args.command, dict(getattr(args, "extra", [])))
         print(f"genlab {args.command}: error: {msg}", file=sys.stderr)
@@ -333,6 +337,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("genlab: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+
+
+def preload(modules: Sequence[str]) -> None:
+    """Import ``modules`` (genlab's own, named in :data:`COMMANDS`) with Python's cycle
+    collector paused, then move everything they built to the permanent generation.
+
+    Importing torch builds about a million long-lived objects and no garbage; the collector
+    would walk them over and over while they appear, and once more at exit (together about
+    0.8 s of a 2.6 s ``import torch`` on the 2-core machine, measured). Frozen, they are never
+    walked again. Objects made afterwards are collected as usual.
+    """
+    gc.disable()
+    try:
+        for name in modules:
+            importlib.import_module(name)
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 def _check_device(device: str) -> None:
@@ -649,9 +671,13 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "demo": _cmd_demo, "run": _cmd_run, "report": _cmd_report, "list": _cmd_list,
-    "export": _cmd_export, "measure": _cmd_measure,
+_TRAINING = ("genlab.report", "genlab.execution.sweep")
+#: command -> (handler, the modules it needs, imported up front by :func:`preload`)
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], tuple[str, ...]]] = {
+    "demo": (_cmd_demo, _TRAINING), "run": (_cmd_run, _TRAINING),
+    "report": (_cmd_report, ("genlab.report",)), "list": (_cmd_list, ("genlab.experiments",)),
+    "export": (_cmd_export, ("genlab.execution.results",)),
+    "measure": (_cmd_measure, ("genlab.experiments.bound_sweep",)),
 }
 
 if __name__ == "__main__":

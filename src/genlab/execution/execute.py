@@ -47,8 +47,9 @@ def execute(spec: RunSpec, store: Store, *, device: str = "auto",
         return False
     dev = resolve_device(device)
     try:
-        with store.lease([run_hash]), training_threads(dev):
-            _execute_claimed(spec, store, dev, data_dir, download, progress, checkpoint_every_s)
+        with store.lease([run_hash]), training_threads(dev) as spare:
+            _execute_claimed(spec, store, dev, data_dir, download, progress, checkpoint_every_s,
+                             spare)
     except KeyboardInterrupt:
         store.release(run_hash)
         raise
@@ -66,22 +67,28 @@ TRAINING_THREADS = 1
 
 
 @contextmanager
-def training_threads(device: torch.device) -> Iterator[None]:
-    """Train with :data:`TRAINING_THREADS` intra-op threads on the CPU; restore afterwards."""
+def training_threads(device: torch.device) -> Iterator[int]:
+    """Train with :data:`TRAINING_THREADS` intra-op threads on the CPU; restore afterwards.
+
+    Yields the threads the process had (1 off the CPU): evaluation may use them all at once,
+    since it gives the same numbers on any number of threads
+    (:func:`genlab.training.evaluation.evaluate_splits`). A sweep's worker processes are
+    pinned to one thread each, so they evaluate on one.
+    """
     if device.type != "cpu":
-        yield
+        yield 1
         return
     before = torch.get_num_threads()
     torch.set_num_threads(TRAINING_THREADS)
     try:
-        yield
+        yield before
     finally:
         torch.set_num_threads(before)
 
 
 def _execute_claimed(spec: RunSpec, store: Store, device: torch.device,
                      data_dir: str | Path | None, download: bool, progress: bool,
-                     checkpoint_every_s: float) -> None:
+                     checkpoint_every_s: float, eval_threads: int = 1) -> None:
     run_hash = spec.hash
     prep = prepare(spec, device, data_dir=data_dir, download=download)
     model = build_run_model(spec, prep, device)
@@ -102,7 +109,8 @@ def _execute_claimed(spec: RunSpec, store: Store, device: torch.device,
     result = train(model, prep.x_train, prep.y_train, prep.x_test, prep.y_test, spec.recipe,
                    seed=spec.seed, state=state, optimizer_state=opt_state,
                    generator_state=gen_state, checkpoint=on_epoch, progress=progress,
-                   label=f"{spec.model} {spec.condition}", augment=make_augment(spec.augment))
+                   label=f"{spec.model} {spec.condition}", augment=make_augment(spec.augment),
+                   eval_threads=eval_threads)
     record_result(spec, store, prep, model, result, device)
 
 

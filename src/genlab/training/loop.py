@@ -13,7 +13,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,13 @@ from torch import nn
 
 from genlab.spec import Recipe
 from genlab.training import rules
+from genlab.training.evaluation import (  # noqa: F401  (their old home: loop.evaluate, ...)
+    batches_of,
+    evaluate,
+    evaluate_margin,
+    evaluate_splits,
+    logit_margins,
+)
 from genlab.training.images import Resident, as_images
 from genlab.training.sgd import MomentumSGD
 
@@ -110,63 +117,6 @@ def make_optimizer(model: nn.Module, recipe: Recipe, device: torch.device | None
     return OPTIMIZERS[recipe.optimizer](model.parameters(), recipe, device, fused)
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-             batch: int | None = None) -> tuple[float, float]:
-    """Mean cross-entropy loss (nats) and accuracy in [0, 1] of ``model`` on (x, y), eval mode.
-
-    ``batch``: images per forward pass; default ``rules.EVAL_BATCH`` on GPUs,
-    ``rules.EVAL_BATCH_CPU`` on the CPU (the result does not depend on it).
-    """
-    loss, acc, _ = evaluate_margin(model, x, y, 0.0, batch)
-    return loss, acc
-
-
-def batches_of(x: torch.Tensor | ImageFiles, batch: int
-               ) -> Iterator[tuple[torch.Tensor, torch.Tensor | slice]]:
-    """(images, which) for resident or streamed images ``x`` in order, ``batch`` at a time;
-    ``which`` indexes the matching labels (a slice, or positions). A streamed split sharded
-    under torchrun yields only this rank's images."""
-    return as_images(x).in_order(batch)
-
-
-@torch.no_grad()
-def evaluate_margin(model: nn.Module, x: torch.Tensor | ImageFiles, y: torch.Tensor,
-                    margin: float, batch: int | None = None) -> tuple[float, float, float]:
-    """Loss (nats), accuracy, and the fraction of points whose logit margin is >= ``margin``.
-
-    The logit margin of a point is its true-class logit minus the largest other logit; with
-    ``margin`` 0 the third value is NaN (not computed). One pass in eval mode. Images streamed
-    from disk and sharded under torchrun are evaluated by all ranks together (sums reduced).
-    """
-    x = as_images(x)
-    batch = batch or rules.eval_batch(x.device)
-    was_training = model.training
-    model.eval()
-    loss = torch.zeros((), device=x.device, dtype=torch.float64)
-    counts = torch.zeros(3, device=x.device, dtype=torch.int64)  # correct, wide, n
-    for xb, which in x.in_order(batch):
-        out = model(xb)
-        yb = y[which]
-        loss += F.cross_entropy(out.float(), yb, reduction="sum").double()
-        counts[0] += (out.argmax(1) == yb).sum()
-        if margin:
-            counts[1] += (logit_margins(out.float(), yb) >= margin).sum()
-        counts[2] += len(yb)
-    model.train(was_training)
-    x.all_reduce(loss, counts)  # no-op unless streamed and sharded
-    n = max(int(counts[2]), 1)
-    return (float(loss) / n, int(counts[0]) / n,
-            int(counts[1]) / n if margin else math.nan)
-
-
-def logit_margins(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """True-class logit minus the largest other logit, shape (N,), for logits (N, K), K >= 2."""
-    true = out.gather(1, y[:, None]).squeeze(1)
-    other = out.scatter(1, y[:, None], float("-inf")).amax(1)
-    return true - other
-
-
 def train(
     model: nn.Module,
     x_train: torch.Tensor | ImageFiles,
@@ -184,6 +134,7 @@ def train(
     label: str = "",
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     shard: tuple[int, int] | None = None,
+    eval_threads: int = 1,
 ) -> TrainResult:
     """Train ``model`` on (x_train, y_train) with ``recipe``; evaluate on both splits.
 
@@ -205,6 +156,10 @@ def train(
     ``recipe.compile`` (a torch.compile backend) trains a compiled module cached per process
     (:mod:`genlab.training.compiled`): ``model``'s state is copied into it, and the trained state
     back into ``model`` at the end; ``checkpoint`` then receives the cached (uncompiled) module.
+
+    ``eval_threads``: threads the evaluations of resident CPU splits may use at once (cores
+    that training, pinned to :data:`genlab.execution.execute.TRAINING_THREADS`, leaves idle);
+    the numbers do not depend on it. Compiled and fast-path runs evaluate on this thread.
     """
     device = x_train.device
     state = state or TrainState()
@@ -236,6 +191,8 @@ def train(
     bar = _progress_bar(rules.epoch_limit(recipe, n, bs), state.epoch, label) if progress else None
     model.train()
     status, reason = "done", ""
+    # a compiled module is not called from several threads; autocast is a per-thread state
+    eval_threads = 1 if recipe.compile or fast else max(1, eval_threads)
 
     while not _finished(state, recipe):
         lr = _set_lr(opt, recipe, state)
@@ -270,7 +227,7 @@ def train(
                 lr = _set_lr(opt, recipe, state)
             if recipe.eval_steps and state.step % recipe.eval_steps == 0 and i + bs < n:
                 row = _eval_row(net, x_train, y_train, x_test, y_test, state, lr, start,
-                                recipe.target_margin)
+                                recipe.target_margin, eval_threads)
                 model.train()
                 state.history.append(row)
                 if _reached(row, recipe, state):
@@ -293,7 +250,7 @@ def train(
         elif rules.evaluates(recipe, state.epoch, last):
             with amp:
                 row = _eval_row(net, None if skip_train_eval else x_train, y_train, x_test,
-                                y_test, state, lr, start, recipe.target_margin)
+                                y_test, state, lr, start, recipe.target_margin, eval_threads)
             if skip_train_eval:
                 row["train_loss"], row["train_acc"] = running_loss, running_acc
             row["running_loss"] = running_loss
@@ -364,14 +321,14 @@ def synced_clock(device: torch.device) -> float:
 
 
 def _eval_row(model, x_train, y_train, x_test, y_test, state, lr, start,
-              margin: float = 0.0) -> dict[str, float]:
-    """One history row: train (unless ``x_train`` is None) and test loss and accuracy. Adds
-    the seconds it takes to ``state.eval_seconds``."""
+              margin: float = 0.0, threads: int = 1) -> dict[str, float]:
+    """One history row: train (unless ``x_train`` is None) and test loss and accuracy, on
+    ``threads`` threads (:func:`~genlab.training.evaluation.evaluate_splits`). Adds the
+    seconds it takes to ``state.eval_seconds``."""
     t_eval = synced_clock(y_test.device)
-    train_loss, train_acc, train_margin_acc = (
-        evaluate_margin(model, x_train, y_train, margin) if x_train is not None
-        else (math.nan, math.nan, math.nan))
-    test_loss, test_acc = evaluate(model, x_test, y_test)
+    splits = ([] if x_train is None else [(x_train, y_train, margin)]) + [(x_test, y_test, 0.0)]
+    *fit, (test_loss, test_acc, _) = evaluate_splits(model, splits, threads=threads)
+    train_loss, train_acc, train_margin_acc = fit[0] if fit else (math.nan,) * 3
     row = rules.history_row(state.epoch, state.step, lr, train_loss, train_acc, test_loss,
                             test_acc, time.perf_counter() - start)
     if margin:
