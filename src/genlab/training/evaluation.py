@@ -53,33 +53,14 @@ def _batch_sums(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, margin: fl
     return loss, correct, wide
 
 
-class _Totals:
-    """A split's running sums, added batch by batch in order."""
+#: a split's sums: (loss in nats, correct, fitted with the margin, images)
+Sums = tuple[float, int, int, int]
 
-    def __init__(self, device: torch.device) -> None:
-        self.loss = torch.zeros((), device=device, dtype=torch.float64)
-        self.counts = torch.zeros(3, device=device, dtype=torch.int64)  # correct, wide, n
 
-    @classmethod
-    def of(cls, device: torch.device, loss: float, correct: int, wide: int, n: int) -> _Totals:
-        """Totals summed elsewhere (in the same order)."""
-        t = cls(device)
-        t.loss.fill_(loss)
-        t.counts.copy_(torch.tensor([correct, wide, n]))
-        return t
-
-    def add(self, sums: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None], n: int) -> None:
-        loss, correct, wide = sums
-        self.loss += loss
-        self.counts[0] += correct
-        if wide is not None:
-            self.counts[1] += wide
-        self.counts[2] += n
-
-    def result(self, margin: float) -> tuple[float, float, float]:
-        n = max(int(self.counts[2]), 1)
-        return (float(self.loss) / n, int(self.counts[0]) / n,
-                int(self.counts[1]) / n if margin else math.nan)
+def _means(sums: Sums, margin: float) -> tuple[float, float, float]:
+    loss, correct, wide, n = sums
+    n = max(n, 1)
+    return loss / n, correct / n, wide / n if margin else math.nan
 
 
 @torch.no_grad()
@@ -99,27 +80,34 @@ def evaluate_splits(model: nn.Module, splits: Sequence[Split], batch: int | None
     try:
         pooled = threads > 1 and all(v.resident and v.device.type == "cpu" for v, _, _ in views)
         if pooled:
-            totals = _pooled(model, views, batch or rules.EVAL_BATCH_CPU, threads)
+            sums = _pooled(model, views, batch or rules.EVAL_BATCH_CPU, threads)
         else:
-            totals = [_in_order(model, v, y, margin, batch or rules.eval_batch(v.device))
-                      for v, y, margin in views]
+            sums = [_in_order(model, v, y, margin, batch or rules.eval_batch(v.device))
+                    for v, y, margin in views]
     finally:
         model.train(was_training)
-    return [t.result(margin) for t, (_, _, margin) in zip(totals, views, strict=True)]
+    return [_means(t, margin) for t, (_, _, margin) in zip(sums, views, strict=True)]
 
 
 def _in_order(model: nn.Module, images: Any, y: torch.Tensor, margin: float, batch: int
-              ) -> _Totals:
-    totals = _Totals(images.device)
+              ) -> Sums:
+    # summed on the device: one host sync per split, not per batch
+    loss = torch.zeros((), device=images.device, dtype=torch.float64)
+    counts = torch.zeros(3, device=images.device, dtype=torch.int64)  # correct, wide, n
     for xb, which in images.in_order(batch):
         yb = y[which]
-        totals.add(_batch_sums(model, xb, yb, margin), len(yb))
-    images.all_reduce(totals.loss, totals.counts)  # no-op unless streamed and sharded
-    return totals
+        part, correct, wide = _batch_sums(model, xb, yb, margin)
+        loss += part
+        counts[0] += correct
+        if wide is not None:
+            counts[1] += wide
+        counts[2] += len(yb)
+    images.all_reduce(loss, counts)  # no-op unless streamed and sharded
+    return float(loss), int(counts[0]), int(counts[1]), int(counts[2])
 
 
 def _pooled(model: nn.Module, views: list[tuple[Any, torch.Tensor, float]], batch: int,
-            threads: int) -> list[_Totals]:
+            threads: int) -> list[Sums]:
     def run(xb: torch.Tensor, yb: torch.Tensor, margin: float) -> tuple[float, int, int]:
         with torch.no_grad():  # grad mode is per thread too
             loss, correct, wide = _batch_sums(model, xb, yb, margin)
@@ -135,15 +123,15 @@ def _pooled(model: nn.Module, views: list[tuple[Any, torch.Tensor, float]], batc
         jobs = [[(len(yb), pool.submit(run, xb, yb, margin))
                  for xb, yb in ((xb, y[which]) for xb, which in v.in_order(batch))]
                 for v, y, margin in views]
-        totals = []
-        for (v, _, _), split in zip(views, jobs, strict=True):
+        sums = []
+        for split in jobs:
             loss, correct, wide, n = 0.0, 0, 0, 0
             for size, job in split:  # in the sequential pass's order
                 part = job.result()
                 loss, correct, wide, n = (loss + part[0], correct + part[1], wide + part[2],
                                           n + size)
-            totals.append(_Totals.of(v.device, loss, correct, wide, n))
-    return totals
+            sums.append((loss, correct, wide, n))
+    return sums
 
 
 def evaluate_margin(model: nn.Module, x: torch.Tensor | ImageFiles, y: torch.Tensor,
