@@ -6,6 +6,12 @@ Both sides start a fresh Python process and end when the run is trained and eval
           --corruptions 0 --train-size N --epochs E --no-report --quiet --out DIR``, timed
           from outside (process start to exit): import, data, planning, training with an
           evaluation of both splits after every epoch, the store, the terminal summary.
+          It reads the gzipped IDX files genlab finds (Debian's package here), and again with
+          ``--data-dir`` the uncompressed copies the plain script reads (torchvision's
+          layout), so that both sides read the same files. genlab's modules are byte-compiled
+          once first, as ``pip install`` does for torch and torchvision; a third row times the
+          command with genlab compiled from source on every run (an editable checkout under
+          ``PYTHONDONTWRITEBYTECODE=1``).
   plain   a typical script in a fresh process: import torch and torchvision,
           ``torchvision.datasets.FashionMNIST`` with ``Compose([ToTensor(), Normalize])``, a
           random subset of N training images, ``DataLoader(batch_size=128, shuffle=True)``,
@@ -114,8 +120,10 @@ print(json.dumps({"import": t_import - t0, "load": t_load - t_import, "train": t
 BREAKDOWN = r'''
 import sys, time
 t0 = time.perf_counter()
-from genlab.cli import COMMANDS, preload
-preload(COMMANDS["run"][1])  # as the command does: the collector paused while torch loads
+from genlab.cli import COMMANDS, build_parser, preload
+# as the command does: the collector paused while torch loads, the data read ahead meanwhile
+preload(COMMANDS["run"][1], build_parser().parse_args(
+    ["run", "figure1", "--dataset", "fashion-mnist"]))
 import genlab
 from genlab.experiments import Options, Results, get_experiment, plan
 from genlab.execution.results import load
@@ -159,8 +167,8 @@ def raw_root(dest: Path) -> Path:
     return dest
 
 
-def timed(cmd: list[str], src: str | None = None) -> tuple[float, str]:
-    env = ENV if src is None else {**os.environ, "PYTHONPATH": src}
+def timed(cmd: list[str], src: str | None = None, **extra: str) -> tuple[float, str]:
+    env = {**(ENV if src is None else {**os.environ, "PYTHONPATH": src}), **extra}
     t = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - t
@@ -180,8 +188,18 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="genlab-e2e-"))
     try:
         root = raw_root(work / "plain-data")
+        # Byte-compile genlab once, as `pip install` does for torch and torchvision: an editable
+        # checkout under PYTHONDONTWRITEBYTECODE=1 would otherwise compile it on every run.
+        trees = [ROOT / "src"] + ([Path(args.compare_src).resolve()] if args.compare_src else [])
+        for tree in trees:
+            subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree)], check=True,
+                           stdout=subprocess.DEVNULL)
+        uncompiled = work / "src"  # a copy without bytecode, for the row that compiles it
+        shutil.copytree(ROOT / "src", uncompiled,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         rows: dict[str, list] = {"genlab": [], "plain": [], "breakdown": [], "plain_parts": [],
-                                 "compare": [], "floor": []}
+                                 "compare": [], "floor": [], "same_files": [],
+                                 "uncompiled": []}
         for i in range(args.repeats):
             out = work / f"cli-{i}"
             cmd = [sys.executable, "-m", "genlab.cli", "run", "figure1", "--dataset",
@@ -189,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
                    "--corruptions", "0", "--train-size", str(args.train_size), "--epochs",
                    str(args.epochs), "--no-report", "--quiet", "--out", str(out)]
             rows["genlab"].append(timed(cmd)[0])
+            shutil.rmtree(out)  # again, reading the plain script's uncompressed files
+            rows["same_files"].append(timed(cmd + ["--data-dir", str(root)])[0])
+            shutil.rmtree(out)
+            rows["uncompiled"].append(timed(cmd, str(uncompiled), PYTHONDONTWRITEBYTECODE="1")[0])
             if args.compare_src:
                 shutil.rmtree(out)
                 rows["compare"].append(timed(cmd, str(Path(args.compare_src).resolve()))[0])
@@ -221,6 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     print("| | wall s (fresh process) | plain / genlab |")
     print("|---|---|---|")
     print(f"| `genlab run figure1 ...` (no report) | {g:.2f} | {p / g:.1f}x |")
+    same = statistics.median(rows["same_files"])
+    print(f"| the same, `--data-dir` the plain script's uncompressed IDX files | {same:.2f} | "
+          f"{p / same:.1f}x |")
+    raw = statistics.median(rows["uncompiled"])
+    print(f"| the first command, genlab's modules compiled from source (no bytecode) | "
+          f"{raw:.2f} | {p / raw:.1f}x |")
     if rows["compare"]:
         c = statistics.median(rows["compare"])
         print(f"| the same command, genlab from `{args.compare_src}` | {c:.2f} | {p / c:.1f}x |")

@@ -43,3 +43,6 @@ def isolated_data(monkeypatch, tmp_path):
     datasets.clear_cache()
     yield
     datasets.clear_cache()
+    for future, _ in list(idx._AHEAD.values()):  # reads ahead a test started and left
+        future.exception(timeout=30)
+    idx._AHEAD.clear()

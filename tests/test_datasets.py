@@ -236,6 +236,32 @@ def test_subset_is_stratified_exact_and_seeded():
     assert a.std[0] == pytest.approx(a.x_train.std(correction=0).item(), rel=1e-5)
 
 
+def test_full_split_statistics_wait_until_read(monkeypatch: pytest.MonkeyPatch):
+    calls: list[int] = []
+    real = datasets.channel_stats
+    monkeypatch.setattr(datasets, "channel_stats", lambda x: calls.append(len(x)) or real(x))
+    x = torch.rand(50, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(50) % 2
+    full = datasets.build_dataset("t", x, y, x[:5], y[:5], ["a", "b"], "test")
+    assert calls == []  # building the full split computes nothing
+    # by hand: population mean and std per channel, in float64
+    flat = x.double().permute(1, 0, 2, 3).reshape(3, -1)
+    want_mean, want_std = flat.mean(1), ((flat - flat.mean(1, keepdim=True)) ** 2).mean(1).sqrt()
+    assert full.std == pytest.approx(tuple(want_std.tolist()), rel=1e-5)
+    assert full.mean == pytest.approx(tuple(want_mean.tolist()), rel=1e-5)
+    assert calls == [50]  # once, for both
+    # a copy with new images keeps the statistics it was made from, as a stored field would
+    assert full.replace(x_train=x * 2).mean == full.mean
+    # given statistics are kept, and a pickled copy computes its own when read
+    given = full.replace(mean=(1, 2, 3), std=[4, 5, 6])
+    assert (given.mean, given.std) == ((1.0, 2.0, 3.0), (4.0, 5.0, 6.0))
+    lazy = pickle.loads(pickle.dumps(datasets.build_dataset("t", x, y, x, y, ["a", "b"], "t")))
+    assert lazy.mean == full.mean and calls == [50, 50]
+    # the subsets every run trains on compute theirs from the subset
+    part = subset(full, train_size=10)
+    assert part.mean == real(part.x_train)[0] != full.mean
+
+
 @pytest.mark.parametrize("counts", [(70, 20, 10), (1, 1, 50), (5, 5, 5, 5, 5, 5, 5)])
 def test_stratified_indices_largest_remainder(counts):
     labels = torch.cat([torch.full((n,), c) for c, n in enumerate(counts)])
@@ -666,3 +692,116 @@ def test_name_families_register_on_first_use():
         datasets.load_dataset("hyperspheres-d1")
     with pytest.raises(GenlabError, match="unknown data set 'imagefolder-x'"):
         datasets.load_dataset("imagefolder-x")
+
+
+# --------------------------------------------------------------------------------------------
+# gzipped IDX files in one zlib pass, and read ahead of the load on a background thread
+
+
+def _no_streaming(*_a, **_k):
+    raise AssertionError("the streaming reader was used")
+
+
+@pytest.mark.parametrize("dtype", ["u1", ">i4", ">f8"])
+def test_gzipped_idx_is_read_in_one_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         dtype: str):
+    arr = (np.arange(2 * 3 * 5) % 251).astype(dtype).reshape(2, 3, 5)
+    path = write_idx(tmp_path / "x-idx3-ubyte", arr, gz=True)
+    monkeypatch.setattr(idx, "_read_idx_stream", _no_streaming)
+    out = read_idx(path)
+    assert out.dtype.isnative and out.flags.writeable and out.shape == (2, 3, 5)
+    np.testing.assert_array_equal(out, arr)
+
+
+def test_gzip_of_several_members_is_streamed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    arr = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    raw = idx_bytes(arr)
+    path = tmp_path / "x-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(raw[:20]) + gzip.compress(raw[20:]))  # a valid gzip file
+    streamed = []
+    real = idx._read_idx_stream
+    monkeypatch.setattr(idx, "_read_idx_stream",
+                        lambda *a: streamed.append(1) or real(*a))
+    np.testing.assert_array_equal(read_idx(path), arr)
+    assert streamed == [1]
+
+
+def _finish_reads() -> None:
+    for future, _ in list(idx._AHEAD.values()):
+        future.exception(timeout=30)
+
+
+def _count_main_thread_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    calls: list[Path] = []
+    real = idx.read_idx
+    monkeypatch.setattr(idx, "read_idx", lambda p: calls.append(Path(p)) or real(p))
+    return calls
+
+
+def test_read_ahead_hands_the_load_what_it_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    written = make_idx_set(tmp_path, gz=True)
+    datasets.read_ahead("mnist", tmp_path)
+    assert sorted(p.name for p in idx._AHEAD) == sorted(
+        f"{b}.gz" for b in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                            "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))
+    _finish_reads()
+    calls = _count_main_thread_reads(monkeypatch)
+    d = load_dataset("mnist", data_dir=tmp_path)
+    assert calls == [] and idx._AHEAD == {}
+    images, labels = written["train"]
+    np.testing.assert_array_equal((d.x_train[:, 0] * 255).round().numpy(), images)
+    np.testing.assert_array_equal(d.y_train.numpy(), labels)
+    np.testing.assert_array_equal(d.y_test.numpy(), written["t10k"][1])
+
+
+def test_read_ahead_of_a_file_changed_since_is_not_used(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch):
+    make_idx_set(tmp_path, gz=True)
+    datasets.read_ahead("mnist", tmp_path)
+    _finish_reads()
+    written = make_idx_set(tmp_path, gz=True, n_train=14, seed=1, splits=("train",))
+    calls = _count_main_thread_reads(monkeypatch)
+    d = load_dataset("mnist", data_dir=tmp_path)
+    assert {p.name for p in calls} == {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"}
+    np.testing.assert_array_equal(d.y_train.numpy(), written["train"][1])
+    assert d.x_train.shape == (14, 1, 4, 5)
+
+
+def test_read_ahead_leaves_a_bad_file_for_the_load_to_report(tmp_path: Path):
+    make_idx_set(tmp_path, gz=True)
+    bad = tmp_path / "t10k-images-idx3-ubyte.gz"
+    bad.write_bytes(gzip.compress(b"\x00\x00\x08\x03\x00\x00\x00\x06"))
+    with pytest.raises(GenlabError) as direct:
+        load_dataset("mnist", data_dir=tmp_path)
+    datasets.read_ahead("mnist", tmp_path)
+    assert len(idx._AHEAD) == 4
+    with pytest.raises(GenlabError) as ahead:
+        load_dataset("mnist", data_dir=tmp_path)
+    assert str(ahead.value) == str(direct.value) and "header needs 16 bytes" in str(ahead.value)
+
+
+def test_read_ahead_does_nothing_where_it_cannot_help(tmp_path: Path):
+    make_idx_set(tmp_path, gz=True)
+    datasets.read_ahead("digits", tmp_path)  # no files to read ahead
+    datasets.read_ahead("no-such-set", tmp_path)
+    datasets.read_ahead("mnist", tmp_path / "missing")  # nothing there (nor anywhere else)
+    datasets.read_ahead("mnist", "bad\0dir")
+    assert idx._AHEAD == {}
+    load_dataset("mnist", data_dir=tmp_path)
+    datasets.read_ahead("mnist", tmp_path)  # already in memory
+    assert idx._AHEAD == {}
+
+
+@pytest.mark.parametrize(("executor", "workers", "reads"),
+                         [("local", 0, True), ("local", 1, True), ("local", 2, False),
+                          ("ray", 0, False)])
+def test_the_cli_reads_a_run_data_set_ahead_only_for_runs_in_its_process(
+        tmp_path: Path, executor: str, workers: int, reads: bool):
+    from argparse import Namespace
+
+    from genlab.cli import preload
+
+    make_idx_set(tmp_path, gz=True)
+    preload(["genlab.data"], Namespace(dataset="mnist", data_dir=str(tmp_path),
+                                       executor=executor, workers=workers))
+    assert len(idx._AHEAD) == (4 if reads else 0)

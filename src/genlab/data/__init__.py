@@ -36,7 +36,12 @@ from genlab.data.registry import (
 )
 from genlab.data.sources import hyperspheres, imagefolder
 from genlab.data.sources.cifar import load_cifar10, load_cifar100
-from genlab.data.sources.idx import load_fashion_mnist, load_mnist
+from genlab.data.sources.idx import (
+    load_fashion_mnist,
+    load_mnist,
+    read_ahead_fashion_mnist,
+    read_ahead_mnist,
+)
 from genlab.data.sources.packaged import load_digits, load_mnist1d
 from genlab.data.sources.svhn import load_svhn
 from genlab.data.sources.synthetic import load_gaussian
@@ -49,8 +54,10 @@ register_dataset("digits", load_digits,
 register_dataset("mnist1d", load_mnist1d, "MNIST-1D, 40-sample 1-D signals, 4000 / 1000 (offline)")
 register_dataset("gaussian", load_gaussian,
                  "N(0, 1) noise images 1x28x28 with random labels, 5000 / 1000 (offline)")
-register_dataset("fashion-mnist", load_fashion_mnist, "Fashion-MNIST 28x28 grey, 60000 / 10000")
-register_dataset("mnist", load_mnist, "MNIST 28x28 grey digits, 60000 / 10000")
+register_dataset("fashion-mnist", load_fashion_mnist, "Fashion-MNIST 28x28 grey, 60000 / 10000",
+                 read_ahead=read_ahead_fashion_mnist)
+register_dataset("mnist", load_mnist, "MNIST 28x28 grey digits, 60000 / 10000",
+                 read_ahead=read_ahead_mnist)
 register_dataset("cifar10", load_cifar10, "CIFAR-10 32x32 colour, 50000 / 10000")
 register_dataset("cifar100", load_cifar100, "CIFAR-100 32x32 colour, fine labels, 50000 / 10000")
 register_dataset("svhn", load_svhn, "SVHN 32x32 colour digits, 73257 / 26032")

@@ -7,7 +7,6 @@ atomically at epoch ends, so a killed process loses at most the epochs since the
 from __future__ import annotations
 
 import platform
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -98,17 +97,15 @@ def _execute_claimed(spec: RunSpec, store: Store, device: torch.device,
         loaded = load_checkpoint(ckpt, model)
         if loaded is not None:
             state, opt_state, gen_state = loaded
-    last_save = [time.monotonic()]
 
     def on_epoch(model: nn.Module, opt: Optimizer, gen: torch.Generator,
-                 st: TrainState) -> None:
-        if time.monotonic() - last_save[0] >= checkpoint_every_s:
-            save_checkpoint(ckpt, model, opt, gen, st)
-            last_save[0] = time.monotonic()
+                 st: TrainState) -> None:  # train calls it every checkpoint_every_s
+        save_checkpoint(ckpt, model, opt, gen, st)
 
     result = train(model, prep.x_train, prep.y_train, prep.x_test, prep.y_test, spec.recipe,
                    seed=spec.seed, state=state, optimizer_state=opt_state,
-                   generator_state=gen_state, checkpoint=on_epoch, progress=progress,
+                   generator_state=gen_state, checkpoint=on_epoch,
+                   checkpoint_every_s=checkpoint_every_s, progress=progress,
                    label=f"{spec.model} {spec.condition}", augment=make_augment(spec.augment),
                    eval_threads=eval_threads)
     record_result(spec, store, prep, model, result, device)

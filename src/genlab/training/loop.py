@@ -31,6 +31,7 @@ from genlab.training.evaluation import (  # noqa: F401  (their old home: loop.ev
     logit_margins,
 )
 from genlab.training.images import Resident, as_images
+from genlab.training.lookahead import Lookahead
 from genlab.training.sgd import MomentumSGD
 
 if TYPE_CHECKING:
@@ -130,6 +131,7 @@ def train(
     optimizer_state: dict[str, Any] | None = None,
     generator_state: torch.Tensor | None = None,
     checkpoint: Checkpoint | None = None,
+    checkpoint_every_s: float = 0.0,
     progress: bool = False,
     label: str = "",
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
@@ -144,7 +146,9 @@ def train(
     evaluation whose training accuracy reaches ``recipe.target_train_acc``, after
     ``recipe.epochs`` epochs, or after ``recipe.max_steps`` steps. Passing ``state``,
     ``optimizer_state`` and ``generator_state`` from a checkpoint continues a run bit for bit.
-    ``checkpoint`` is called at the end of every epoch with the live objects.
+    ``checkpoint`` is called with the live objects at the end of an epoch once
+    ``checkpoint_every_s`` seconds have passed since the start or its last call (0: every
+    epoch).
 
     ``augment(x_batch, generator) -> x_batch`` transforms each training batch on the device
     (random crops, flips, colour changes), drawing from the run's generator so that it is
@@ -159,7 +163,10 @@ def train(
 
     ``eval_threads``: threads the evaluations of resident CPU splits may use at once (cores
     that training, pinned to :data:`genlab.execution.execute.TRAINING_THREADS`, leaves idle);
-    the numbers do not depend on it. Compiled and fast-path runs evaluate on this thread.
+    the numbers do not depend on it. With more than one, an epoch's evaluation also runs
+    while the next epoch trains (:mod:`genlab.training.lookahead`, the same history and
+    weights), except at an epoch where a checkpoint is due. Compiled and fast-path runs, and
+    runs evaluated within epochs (``recipe.eval_steps``), evaluate on this thread, in turn.
     """
     device = x_train.device
     state = state or TrainState()
@@ -193,81 +200,121 @@ def train(
     status, reason = "done", ""
     # a compiled module is not called from several threads; autocast is a per-thread state
     eval_threads = 1 if recipe.compile or fast else max(1, eval_threads)
+    ahead = None
+    if not recipe.eval_steps and shard is None and images.resident:
+        ahead = Lookahead.start(model, [(x_train, y_train, recipe.target_margin),
+                                        (x_test, y_test, 0.0)], eval_threads)
+    saved = time.monotonic()
 
-    while not _finished(state, recipe):
-        lr = _set_lr(opt, recipe, state)
-        perm = torch.randperm(n, device=device, generator=gen)
-        stream = images.batches(perm, bs, shard)  # the same images, resident or read from disk
-        running = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.int64)
-        seen = 0
-        for i in range(0, n, bs):
-            if rules.out_of_steps(recipe, state.step):
-                break
-            idx = perm[i:i + bs]
-            share = None
-            if shard is not None:  # this rank's positions in the global batch
-                share = (len(idx), slice(shard[0], None, shard[1]))
-                idx = idx[share[1]]
-            xb = next(stream)
-            if augment is not None:
-                xb = augment(xb, gen, share)
-            yb = y_train[idx]
-            with amp:
-                out = net(xb)
-            loss = F.cross_entropy(out.float(), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            running += loss.detach() * len(idx)
-            correct += (out.detach().argmax(1) == yb).sum()
-            seen += len(idx)
-            state.step += 1
-            if recipe.decay_every and state.step % recipe.decay_every == 0:
-                lr = _set_lr(opt, recipe, state)
-            if recipe.eval_steps and state.step % recipe.eval_steps == 0 and i + bs < n:
-                row = _eval_row(net, x_train, y_train, x_test, y_test, state, lr, start,
-                                recipe.target_margin, eval_threads)
-                model.train()
-                state.history.append(row)
-                if _reached(row, recipe, state):
+    def settle() -> str | None:
+        """Record the pending evaluation's row. None: the run goes on; else the run stops
+        at that row's epoch, put back there: the divergence's reason, or "" (finished)."""
+        at, ((tr_loss, tr_acc, tr_margin), (te_loss, te_acc, _)), ended, waited = ahead.result()
+        state.eval_seconds += waited
+        row = rules.history_row(at.epoch, at.step, at.lr, tr_loss, tr_acc, te_loss, te_acc,
+                                ended - start)
+        if recipe.target_margin:
+            row["train_margin_acc"] = tr_margin
+        why = _record(row, at.running_loss, recipe, state, at.step)
+        if not why:
+            _show(bar, at.running_loss, row)
+            if not rules.finished(recipe, at.epoch, at.step, state.steps_to_fit is not None):
+                return None
+        ahead.restore(model, opt, gen, at)
+        state.epoch, state.step, state.images = at.epoch, at.step, at.images
+        return why
+
+    try:
+        while not _finished(state, recipe):
+            lr = _set_lr(opt, recipe, state)
+            perm = torch.randperm(n, device=device, generator=gen)
+            stream = images.batches(perm, bs, shard)  # the same images, resident or from disk
+            running = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.int64)
+            seen = 0
+            halt = None  # set when the previous epoch's evaluation stops the run
+            for i in range(0, n, bs):
+                if ahead is not None and ahead.ready():
+                    halt = settle()
+                    if halt is not None:
+                        break
+                if rules.out_of_steps(recipe, state.step):
                     break
-        state.epoch += 1
-        state.images += seen
-        running_loss = float(running) / max(seen, 1)  # the one host sync per epoch
-        running_acc = float(correct) / max(seen, 1)
-        reason = rules.training_divergence(running_loss, state.epoch)
-        if reason:
-            status = "diverged"
-            break
-        last = _finished(state, recipe)
-        fresh = bool(state.history) and state.history[-1]["step"] == state.step
-        target = recipe.target_train_acc
-        # fast path: the running accuracy must reach the target before a full pass confirms it
-        skip_train_eval = fast and not last and not (target and running_acc >= target)
-        if fresh:  # evaluated at this very step already (eval_steps)
-            state.history[-1]["running_loss"] = running_loss
-        elif rules.evaluates(recipe, state.epoch, last):
-            with amp:
-                row = _eval_row(net, None if skip_train_eval else x_train, y_train, x_test,
-                                y_test, state, lr, start, recipe.target_margin, eval_threads)
-            if skip_train_eval:
-                row["train_loss"], row["train_acc"] = running_loss, running_acc
-            row["running_loss"] = running_loss
-            state.history.append(row)
-            reason = rules.evaluation_divergence(row["train_loss"])
+                idx = perm[i:i + bs]
+                share = None
+                if shard is not None:  # this rank's positions in the global batch
+                    share = (len(idx), slice(shard[0], None, shard[1]))
+                    idx = idx[share[1]]
+                xb = next(stream)
+                if augment is not None:
+                    xb = augment(xb, gen, share)
+                yb = y_train[idx]
+                with amp:
+                    out = net(xb)
+                loss = F.cross_entropy(out.float(), yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                running += loss.detach() * len(idx)
+                correct += (out.detach().argmax(1) == yb).sum()
+                seen += len(idx)
+                state.step += 1
+                if recipe.decay_every and state.step % recipe.decay_every == 0:
+                    lr = _set_lr(opt, recipe, state)
+                if recipe.eval_steps and state.step % recipe.eval_steps == 0 and i + bs < n:
+                    row = _eval_row(net, x_train, y_train, x_test, y_test, state, lr, start,
+                                    recipe.target_margin, eval_threads)
+                    model.train()
+                    state.history.append(row)
+                    if _reached(row, recipe, state):
+                        break
+            if halt is None and ahead is not None and ahead.pending:
+                halt = settle()  # before this epoch counts: the run may have ended before it
+            if halt is not None:  # put back at the end of the previous epoch, which ends it
+                if halt:
+                    status, reason = "diverged", halt
+                elif checkpoint is not None and time.monotonic() - saved >= checkpoint_every_s:
+                    checkpoint(model, opt, gen, state)
+                break
+            state.epoch += 1
+            state.images += seen
+            running_loss = float(running) / max(seen, 1)  # the one host sync per epoch
+            running_acc = float(correct) / max(seen, 1)
+            reason = rules.training_divergence(running_loss, state.epoch)
             if reason:
                 status = "diverged"
                 break
-            _reached(row, recipe, state)
-        state.elapsed = time.perf_counter() - start
-        if bar is not None:
-            h = state.history[-1] if state.history else {}
-            bar.update(1)
-            bar.set_postfix(loss=f"{running_loss:.3f}", train=f"{h.get('train_acc', 0):.3f}",
-                            test=f"{h.get('test_acc', 0):.3f}")
-        if checkpoint is not None and status == "done":
-            checkpoint(model, opt, gen, state)
+            last = _finished(state, recipe)
+            fresh = bool(state.history) and state.history[-1]["step"] == state.step
+            due = checkpoint is not None and time.monotonic() - saved >= checkpoint_every_s
+            target = recipe.target_train_acc
+            # fast path: the running accuracy must reach the target before a full pass confirms
+            skip_train_eval = fast and not last and not (target and running_acc >= target)
+            if fresh:  # evaluated at this very step already (eval_steps)
+                state.history[-1]["running_loss"] = running_loss
+            elif rules.evaluates(recipe, state.epoch, last):
+                if ahead is not None and not last and not due:  # settled during the next epoch
+                    ahead.submit(model, opt, gen, state.epoch, state.step, state.images, lr,
+                                 running_loss)
+                    state.elapsed = time.perf_counter() - start
+                    continue
+                with amp:
+                    row = _eval_row(net, None if skip_train_eval else x_train, y_train, x_test,
+                                    y_test, state, lr, start, recipe.target_margin, eval_threads)
+                if skip_train_eval:
+                    row["train_loss"], row["train_acc"] = running_loss, running_acc
+                reason = _record(row, running_loss, recipe, state, state.step)
+                if reason:
+                    status = "diverged"
+                    break
+            state.elapsed = time.perf_counter() - start
+            _show(bar, running_loss, state.history[-1] if state.history else {})
+            if due and status == "done":
+                checkpoint(model, opt, gen, state)
+                saved = time.monotonic()
+    finally:
+        if ahead is not None:
+            ahead.close()
     if bar is not None:
         bar.close()
     if cached is not None:
@@ -287,6 +334,25 @@ def channels_last(model: nn.Module, x: torch.Tensor, recipe: Recipe) -> bool:
     if x.dim() != 4 or not any(isinstance(m, nn.Conv2d) for m in model.modules()):
         return False
     return recipe.fast or x.device.type == "cpu"
+
+
+def _record(row: dict[str, float], running_loss: float, recipe: Recipe, state: TrainState,
+            step: int) -> str:
+    """Append an end-of-epoch ``row`` (its epoch ended at ``step``) to the history: the reason
+    its loss diverged, else "" once the first step to reach the target is noted."""
+    row["running_loss"] = running_loss
+    state.history.append(row)
+    reason = rules.evaluation_divergence(row["train_loss"])
+    if not reason and state.steps_to_fit is None and rules.fitted(row, recipe):
+        state.steps_to_fit = step
+    return reason
+
+
+def _show(bar: Any, running_loss: float, row: dict[str, float]) -> None:
+    if bar is not None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{running_loss:.3f}", train=f"{row.get('train_acc', 0):.3f}",
+                        test=f"{row.get('test_acc', 0):.3f}")
 
 
 def _reached(row: dict[str, float], recipe: Recipe, state: TrainState) -> bool:

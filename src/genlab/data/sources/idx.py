@@ -7,7 +7,10 @@ import gzip
 import math
 import os
 import struct
-from collections.abc import Sequence
+import threading
+import zlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +83,47 @@ def _read_idx_stream(stream: Any, path: Path, gz: bool, on_disk: int, redo: str)
     return array if dtype.isnative else array.astype(dtype.newbyteorder("="))
 
 
+#: A gzipped file at most this large on disk is read whole and decompressed in one zlib call.
+ONE_SHOT_BYTES = 1 << 28
+
+
+def _gunzip_idx(fh: Any, on_disk: int) -> np.ndarray | None:
+    """The array of an open gzipped IDX file, read whole and decompressed in a few large zlib
+    calls, or None when it is anything but one well-formed gzip member holding a well-formed
+    IDX file (the streaming reader then reads it, and names the problem).
+
+    zlib lets go of the GIL while it inflates, so a read on a background thread
+    (:func:`read_ahead`) overlaps with imports on the main one; the streaming reader hands the
+    GIL back and forth thousands of times. The limits are the streaming reader's: no more than
+    the header's size plus one byte is ever decompressed, and the CRC is checked.
+    """
+    if on_disk > ONE_SHOT_BYTES:
+        return None
+    d = zlib.decompressobj(wbits=31)  # gzip wrapper: header, CRC-32 and length checked
+    try:
+        raw = fh.read()
+        magic = d.decompress(raw, 4)
+        if (len(magic) < 4 or magic[0] or magic[1] or magic[2] not in _IDX_DTYPES
+                or not magic[3]):
+            return None
+        ndim = magic[3]
+        raw_dims = d.decompress(d.unconsumed_tail, 4 * ndim)
+        if len(raw_dims) < 4 * ndim:
+            return None
+        dims = struct.unpack(f">{ndim}I", raw_dims)
+        dtype = _IDX_DTYPES[magic[2]]
+        expected = math.prod(dims) * dtype.itemsize
+        if expected > MAX_DATA_BYTES:
+            return None
+        body = d.decompress(d.unconsumed_tail, expected + 1)
+    except (OSError, zlib.error):
+        return None
+    if len(body) != expected or not d.eof or d.unused_data or d.unconsumed_tail:
+        return None
+    array = np.frombuffer(bytearray(body), dtype=dtype).reshape(dims)  # writable
+    return array if dtype.isnative else array.astype(dtype.newbyteorder("="))
+
+
 def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (raw or gzipped) into a native-endian array of the stored shape.
 
@@ -103,6 +147,13 @@ def read_idx(path: str | Path) -> np.ndarray:
             raise os_error(path, exc, redo) from exc
         if not gz:
             return _read_idx_stream(fh, path, False, on_disk, redo)
+        array = _gunzip_idx(fh, on_disk)
+        if array is not None:
+            return array
+        try:
+            fh.seek(0)
+        except OSError as exc:
+            raise os_error(path, exc, redo) from exc
         with gzip.GzipFile(fileobj=fh, mode="rb") as stream:
             return _read_idx_stream(stream, path, True, on_disk, redo)
 
@@ -118,9 +169,54 @@ def _idx_file(folder: Path, base: str) -> Path | None:
     return None
 
 
+#: Files being read ahead of their load (:func:`read_ahead`), by path: a Future of the array,
+#: and the file's (size, mtime) when the read began.
+_AHEAD: dict[Path, tuple[Future, tuple[int, int]]] = {}
+_AHEAD_LOCK = threading.Lock()
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except (OSError, ValueError):
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _read(path: Path) -> np.ndarray:
+    """:func:`read_idx`, taking a read started ahead when the file is unchanged since."""
+    with _AHEAD_LOCK:
+        ahead = _AHEAD.pop(path, None)
+    if ahead is not None and ahead[1] == _stamp(path):
+        return ahead[0].result()  # waits for it; a GenlabError it raised is raised here
+    return read_idx(path)
+
+
+def _read_all(paths: Sequence[Path], futures: Sequence[Future]) -> None:
+    for path, future in zip(paths, futures, strict=True):
+        try:
+            future.set_result(read_idx(path))
+        except BaseException as exc:  # handed to the load, which raises it
+            future.set_exception(exc)
+
+
+def _start_reading(folder: Path) -> None:
+    paths = [p for p in (_idx_file(folder, base) for base in _IDX_NAMES) if p is not None]
+    jobs = []
+    with _AHEAD_LOCK:
+        for path in paths:
+            stamp = _stamp(path)
+            if path not in _AHEAD and stamp is not None:
+                _AHEAD[path] = (Future(), stamp)
+                jobs.append((path, _AHEAD[path][0]))
+    if jobs:
+        threading.Thread(target=_read_all, args=([p for p, _ in jobs], [f for _, f in jobs]),
+                         name="genlab-read-ahead", daemon=True).start()
+
+
 def _idx_images_labels(images_path: Path, labels_path: Path,
                        num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    images, labels = read_idx(images_path), read_idx(labels_path)
+    images, labels = _read(images_path), _read(labels_path)
     redo = "delete them and download again"
     if images.ndim != 3 or images.dtype != np.uint8:
         raise GenlabError(f"{images_path} should hold uint8 images (N, H, W), found "
@@ -133,35 +229,47 @@ def _idx_images_labels(images_path: Path, labels_path: Path,
     return images_u8(images[:, None]), torch.from_numpy(labels.astype(np.int64))
 
 
+def _find_folder(roots: Sequence[Path], tv_class: str, looked: list[Path],
+                 partial: list[tuple[Path, list[str]]]) -> Path | None:
+    """The first folder (``root`` or ``root/<tv_class>/raw``) holding all four IDX files;
+    appends each folder tried to ``looked`` and each one holding some but not all (with the
+    names it lacks) to ``partial``."""
+    for root in roots:
+        for folder in (root, root / tv_class / "raw"):
+            looked.append(folder)
+            files = [_idx_file(folder, base) for base in _IDX_NAMES]
+            if all(files):
+                return folder
+            if any(files):
+                partial.append((folder, [b for b, f in zip(_IDX_NAMES, files, strict=True)
+                                         if f is None]))
+    return None
+
+
+def _read_ahead(tv_class: str,
+                extra: Callable[[], Sequence[Path]]) -> Callable[[Path | None], None]:
+    def start(data_dir: Path | None) -> None:
+        folder = _find_folder(search_roots(data_dir, extra()), tv_class, [], [])
+        if folder is not None:
+            _start_reading(folder)
+    return start
+
+
 def _load_idx_set(name: str, title: str, tv_class: str, classes: Sequence[str],
                   data_dir: Path | None, download: bool, extra: Sequence[Path],
                   hint: str) -> Dataset:
     """Find the four IDX files (flat or ``ROOT/<tv_class>/raw``), downloading if allowed."""
     looked: list[Path] = []
-    partial: tuple[Path, list[str]] | None = None
-
-    def search(roots: Sequence[Path]) -> Path | None:
-        nonlocal partial
-        for root in roots:
-            for folder in (root, root / tv_class / "raw"):
-                looked.append(folder)
-                files = [_idx_file(folder, base) for base in _IDX_NAMES]
-                if all(files):
-                    return folder
-                if any(files) and partial is None:
-                    partial = (folder, [b for b, f in zip(_IDX_NAMES, files, strict=True)
-                                        if f is None])
-        return None
-
-    folder = search(search_roots(data_dir, extra))
+    partial: list[tuple[Path, list[str]]] = []
+    folder = _find_folder(search_roots(data_dir, extra), tv_class, looked, partial)
     if folder is None and download:
         root = download_root(data_dir)
         torchvision_fetch(lambda tvd, r: getattr(tvd, tv_class)(str(r), download=True), root,
                            title, looked, hint)
-        folder = search([root])
+        folder = _find_folder([root], tv_class, looked, partial)
     if folder is None:
-        if partial is not None:
-            where, missing = partial
+        if partial:
+            where, missing = partial[0]
             split = ("training split" if all(m.startswith("train") for m in missing)
                      else "test split" if all(m.startswith("t10k") for m in missing)
                      else "data")
@@ -193,3 +301,9 @@ def load_mnist(data_dir: Path | None, download: bool) -> Dataset:
     hint = ("pass --data-dir DIR holding the four IDX files (train-images-idx3-ubyte[.gz], ...), "
             "set GENLAB_DATA")
     return _load_idx_set("mnist", "MNIST", "MNIST", DIGIT_CLASSES, data_dir, download, (), hint)
+
+
+#: ``start(data_dir)``: begin reading a set's four files on a background thread, for
+#: :func:`genlab.data.registry.read_ahead` (the registry entries' ``read_ahead`` meta).
+read_ahead_fashion_mnist = _read_ahead("FashionMNIST", lambda: debian_fashion_mnist_dirs())
+read_ahead_mnist = _read_ahead("MNIST", tuple)
