@@ -805,3 +805,25 @@ def test_the_cli_reads_a_run_data_set_ahead_only_for_runs_in_its_process(
     preload(["genlab.data"], Namespace(dataset="mnist", data_dir=str(tmp_path),
                                        executor=executor, workers=workers))
     assert len(idx._AHEAD) == (4 if reads else 0)
+
+
+def test_debian_folder_is_found_without_spawning_dpkg(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch):
+    spawned: list[list[str]] = []
+
+    def run(cmd, **_kw):
+        spawned.append(cmd)
+        listed = f"{tmp_path / 'elsewhere' / 'train-images-idx3-ubyte.gz'}\n"
+        return SimpleNamespace(returncode=0, stdout=listed)
+
+    monkeypatch.setattr(locations.subprocess, "run", run)
+    monkeypatch.setattr(locations, "DEBIAN_FASHION_MNIST", tmp_path / "std")
+    _REAL_DEBIAN_DIRS.cache_clear()
+    try:
+        assert _REAL_DEBIAN_DIRS() == (tmp_path / "elsewhere",) and len(spawned) == 1
+        write_idx(tmp_path / "std" / "train-images-idx3-ubyte", np.zeros((1, 2, 2), np.uint8),
+                  gz=True)
+        _REAL_DEBIAN_DIRS.cache_clear()
+        assert _REAL_DEBIAN_DIRS() == (tmp_path / "std",) and len(spawned) == 1
+    finally:
+        _REAL_DEBIAN_DIRS.cache_clear()

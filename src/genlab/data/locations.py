@@ -103,7 +103,10 @@ DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 @lru_cache(maxsize=1)
 def debian_fashion_mnist_dirs() -> tuple[Path, ...]:
-    """Folders of the Debian ``dataset-fashion-mnist`` package that hold the training images."""
+    """Folders of the Debian ``dataset-fashion-mnist`` package that hold the training images:
+    its standard folder when the images are there, else the folders ``dpkg -L`` names."""
+    if os.path.isfile(DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz"):
+        return (DEBIAN_FASHION_MNIST,)  # found where the package puts it: no dpkg to spawn
     try:
         out = subprocess.run(["dpkg", "-L", "dataset-fashion-mnist"], capture_output=True,
                              text=True, timeout=5, check=False)
