@@ -726,6 +726,14 @@ def test_gzip_of_several_members_is_streamed(tmp_path: Path, monkeypatch: pytest
     assert streamed == [1]
 
 
+def test_gzip_with_a_member_after_the_data_is_refused_as_before(tmp_path: Path):
+    arr = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    path = tmp_path / "x-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(idx_bytes(arr)) + gzip.compress(b"\x07"))
+    with pytest.raises(GenlabError, match="holds more"):
+        read_idx(path)
+
+
 def _finish_reads() -> None:
     for future, _ in list(idx._AHEAD.values()):
         future.exception(timeout=30)

@@ -279,8 +279,8 @@ def load_dataset(name: str, *, data_dir: str | Path | None = None, train_size: i
     """
     entry = DATASETS.get(name)  # the name as given: an import path is case-sensitive
     key = entry.name
-    root = user_path(data_dir, "--data-dir") if data_dir not in (None, "") else None
-    cache_key = (key, str(root) if root else "", os.environ.get("GENLAB_DATA", ""))
+    root = _root(data_dir)
+    cache_key = _cache_key(key, root)
     full = _CACHE.get(cache_key)
     if full is None:
         full = entry.value(root, download)
@@ -301,12 +301,20 @@ def read_ahead(name: str, data_dir: str | Path | None = None) -> None:
     if start is None:
         return
     try:
-        root = user_path(data_dir, "--data-dir") if data_dir not in (None, "") else None
-        if (entry.name, str(root) if root else "",
-                os.environ.get("GENLAB_DATA", "")) not in _CACHE:
+        root = _root(data_dir)
+        if _cache_key(entry.name, root) not in _CACHE:
             start(root)
     except (GenlabError, OSError):
         pass
+
+
+def _root(data_dir: str | Path | None) -> Path | None:
+    return user_path(data_dir, "--data-dir") if data_dir not in (None, "") else None
+
+
+def _cache_key(name: str, root: Path | None) -> tuple[str, str, str]:
+    """A full load's key in the in-process cache: the set, its folder and $GENLAB_DATA."""
+    return name, str(root) if root else "", os.environ.get("GENLAB_DATA", "")
 
 
 def _check_seed(seed: int) -> None:

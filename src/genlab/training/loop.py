@@ -343,8 +343,8 @@ def _record(row: dict[str, float], running_loss: float, recipe: Recipe, state: T
     row["running_loss"] = running_loss
     state.history.append(row)
     reason = rules.evaluation_divergence(row["train_loss"])
-    if not reason and state.steps_to_fit is None and rules.fitted(row, recipe):
-        state.steps_to_fit = step
+    if not reason:
+        _reached(row, recipe, state, step)
     return reason
 
 
@@ -355,14 +355,16 @@ def _show(bar: Any, running_loss: float, row: dict[str, float]) -> None:
                         test=f"{row.get('test_acc', 0):.3f}")
 
 
-def _reached(row: dict[str, float], recipe: Recipe, state: TrainState) -> bool:
-    """Record the first step at which training accuracy reached the target.
+def _reached(row: dict[str, float], recipe: Recipe, state: TrainState,
+             step: int | None = None) -> bool:
+    """Record the first step at which training accuracy reached the target (``row``'s step,
+    ``step``; default the current one).
 
     With ``recipe.target_margin`` the fraction of training points fitted with at least that
     logit margin must reach the target instead.
     """
     if state.steps_to_fit is None and rules.fitted(row, recipe):
-        state.steps_to_fit = state.step
+        state.steps_to_fit = state.step if step is None else step
     return state.steps_to_fit is not None
 
 

@@ -38,6 +38,24 @@ _IDX_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2")
                0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
+def _magic_ok(magic: bytes) -> bool:
+    """An IDX magic number: two zero bytes, a known dtype code, at least one dimension."""
+    return (len(magic) == 4 and magic[0] == 0 and magic[1] == 0 and magic[2] in _IDX_DTYPES
+            and magic[3] != 0)
+
+
+def _layout(magic: bytes, raw_dims: bytes) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(dims, stored dtype, bytes of data) that a header (magic number, dims) declares."""
+    dims = struct.unpack(f">{magic[3]}I", raw_dims)
+    dtype = _IDX_DTYPES[magic[2]]
+    return dims, dtype, math.prod(dims) * dtype.itemsize  # Python ints: no overflow
+
+
+def _as_array(data: bytearray, dtype: np.dtype, dims: tuple[int, ...]) -> np.ndarray:
+    array = np.frombuffer(data, dtype=dtype).reshape(dims)  # writable: shares ``data``
+    return array if dtype.isnative else array.astype(dtype.newbyteorder("="))
+
+
 def _read_idx_stream(stream: Any, path: Path, gz: bool, on_disk: int, redo: str) -> np.ndarray:
     """The array of an open IDX stream (gunzipped when ``gz``; ``on_disk``: the file's size).
 
@@ -47,8 +65,7 @@ def _read_idx_stream(stream: Any, path: Path, gz: bool, on_disk: int, redo: str)
     """
     what = "its decompressed data" if gz else "the file"
     magic = read_up_to(stream, 4, path, gz, redo)
-    if (len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES
-            or magic[3] == 0):
+    if not _magic_ok(magic):
         shown = magic.hex() or "(empty file)"
         raise GenlabError(f"{path} is not an IDX file (magic number {shown}); {redo}")
     ndim = magic[3]
@@ -57,9 +74,7 @@ def _read_idx_stream(stream: Any, path: Path, gz: bool, on_disk: int, redo: str)
     if len(raw_dims) < 4 * ndim:
         raise GenlabError(f"corrupt IDX file {path}: header needs {header} bytes, {what} has "
                           f"{4 + len(raw_dims)}; {redo}")
-    dims = struct.unpack(f">{ndim}I", raw_dims)
-    dtype = _IDX_DTYPES[magic[2]]
-    expected = math.prod(dims) * dtype.itemsize  # Python ints: no overflow for absurd dims
+    dims, dtype, expected = _layout(magic, raw_dims)
     if expected > MAX_DATA_BYTES:
         raise GenlabError(f"corrupt IDX file {path}: its header claims dims "
                           f"{' x '.join(map(str, dims))} ({expected} bytes of data), more than "
@@ -79,8 +94,7 @@ def _read_idx_stream(stream: Any, path: Path, gz: bool, on_disk: int, redo: str)
     if read_up_to(stream, 1, path, gz, redo):  # at a gzip file's end: checks its CRC too
         raise GenlabError(f"corrupt IDX file {path}: expected {expected} bytes of data (dims "
                           f"{' x '.join(map(str, dims))}), {what} holds more; {redo}")
-    array = np.frombuffer(data, dtype=dtype).reshape(dims)  # writable: shares ``data``
-    return array if dtype.isnative else array.astype(dtype.newbyteorder("="))
+    return _as_array(data, dtype, dims)
 
 
 #: A gzipped file at most this large on disk is read whole and decompressed in one zlib call.
@@ -103,16 +117,12 @@ def _gunzip_idx(fh: Any, on_disk: int) -> np.ndarray | None:
     try:
         raw = fh.read()
         magic = d.decompress(raw, 4)
-        if (len(magic) < 4 or magic[0] or magic[1] or magic[2] not in _IDX_DTYPES
-                or not magic[3]):
+        if not _magic_ok(magic):
             return None
-        ndim = magic[3]
-        raw_dims = d.decompress(d.unconsumed_tail, 4 * ndim)
-        if len(raw_dims) < 4 * ndim:
+        raw_dims = d.decompress(d.unconsumed_tail, 4 * magic[3])
+        if len(raw_dims) < 4 * magic[3]:
             return None
-        dims = struct.unpack(f">{ndim}I", raw_dims)
-        dtype = _IDX_DTYPES[magic[2]]
-        expected = math.prod(dims) * dtype.itemsize
+        dims, dtype, expected = _layout(magic, raw_dims)
         if expected > MAX_DATA_BYTES:
             return None
         body = d.decompress(d.unconsumed_tail, expected + 1)
@@ -120,8 +130,7 @@ def _gunzip_idx(fh: Any, on_disk: int) -> np.ndarray | None:
         return None
     if len(body) != expected or not d.eof or d.unused_data or d.unconsumed_tail:
         return None
-    array = np.frombuffer(bytearray(body), dtype=dtype).reshape(dims)  # writable
-    return array if dtype.isnative else array.astype(dtype.newbyteorder("="))
+    return _as_array(bytearray(body), dtype, dims)
 
 
 def read_idx(path: str | Path) -> np.ndarray:
