@@ -126,24 +126,22 @@ preload(COMMANDS["run"][1], build_parser().parse_args(
     ["run", "figure1", "--dataset", "fashion-mnist"]))
 import genlab
 from genlab.experiments import Options, Results, get_experiment, plan
-from genlab.execution.results import load
-from genlab.execution.sweep import run_plan
+from genlab.execution.sweep import execute_plan
 t_import = time.perf_counter()
 out, n, epochs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 o = Options(dataset="fashion-mnist", models=["mlp1x512"], conditions=["true"],
             corruptions=[0.0], train_size=n, epochs=epochs)
 p = plan("figure1", o)
 t_plan = time.perf_counter()
-runs = run_plan(p, out, quiet=True)
+execute_plan(p, out, quiet=True)
 t_run = time.perf_counter()
-get_experiment("figure1").summary(Results(runs, load(out, "figure1", curves=True),
-                                          load(out, "figure1", tasks=True)))
+results = Results.stored(out, "figure1")  # as the command: the summary from the store's rows
+get_experiment("figure1").summary(results).to_string()
 t_summary = time.perf_counter()
 genlab.write_report(out)
 t_report = time.perf_counter()
-r = runs.iloc[0]
-extra = r["extra"] if isinstance(r.get("extra"), dict) else {}
-wall, ev = float(r["wall_time_s"]), float(r.get("eval_time_s", extra.get("eval_time_s", 0.0)))
+r = results.rows[0]
+wall, ev = float(r["wall_time_s"]), float(r.get("eval_time_s", 0.0))
 import json
 print(json.dumps({"import": t_import - t0, "load and plan": t_plan - t_import,
                   "train": wall - ev, "evaluate": ev,

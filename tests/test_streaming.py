@@ -180,3 +180,20 @@ def test_imagefolder_names_resolve_in_fresh_worker_processes(tree, tmp_path):
     with sqlite3.connect(out / "genlab.sqlite") as db:
         assert {s for (s,) in db.execute("SELECT status FROM runs")} == {"done"}
         assert {s for (s,) in db.execute("SELECT status FROM tasks")} == {"done"}
+
+
+@pytest.mark.parametrize("nhwc", [False, True])
+def test_resident_batches_are_the_indexed_rows_in_their_layout(nhwc):
+    from genlab.training.images import Resident
+
+    x = torch.randn(50, 3, 4, 4)
+    if nhwc:
+        x = x.contiguous(memory_format=torch.channels_last)
+    perm = torch.randperm(50, generator=torch.Generator().manual_seed(0))
+    got = list(Resident(x).batches(perm, 16))
+    assert [len(b) for b in got] == [16, 16, 16, 2]
+    for i, b in enumerate(got):
+        want = x[perm[16 * i:16 * i + 16]]
+        assert torch.equal(b, want) and b.stride() == want.stride()
+    shares = list(Resident(x).batches(perm, 16, (1, 2)))
+    assert torch.equal(shares[0], x[perm[1:16:2]])

@@ -528,55 +528,51 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _run(name: str, options, out: str, args: argparse.Namespace, *, report: bool,
          demo: bool = False) -> int:
-    from genlab.execution.sweep import run_plan
-    from genlab.experiments import plan
-    from genlab.report import write_report
+    from genlab.execution.sweep import execute_plan
+    from genlab.experiments import Results, get_experiment, plan
 
     if args.executor != "slurm":  # jobs run on the cluster's nodes, not on the login node
         _check_device(args.device)
     p = plan(name, options, data_dir=args.data_dir, download=args.download)
     config = dump_config(args, build_parser()) if not demo else None
-    runs = run_plan(p, out, config=config, device=args.device, data_dir=args.data_dir,
-                    download=args.download, quiet=args.quiet,
-                    checkpoint_every_s=args.checkpoint_every,
-                    workers=args.workers, executor=args.executor,
-                    ray_address=args.ray_address, gpus_per_run=args.gpus_per_run,
-                    batched=args.batched, slurm_partition=args.slurm_partition,
-                    slurm_time_min=args.slurm_time,
-                    slurm_gpus_per_task=args.slurm_gpus_per_task,
-                    slurm_array_parallelism=args.slurm_array_parallelism,
-                    slurm_cpus_per_task=args.slurm_cpus_per_task, slurm_mem_gb=args.slurm_mem)
-    from genlab.execution.executors.torchrun import is_main
-
-    if not is_main():  # torchrun: rank 0 summarises and writes the report
+    main = execute_plan(p, out, config=config, device=args.device, data_dir=args.data_dir,
+                        download=args.download, quiet=args.quiet,
+                        checkpoint_every_s=args.checkpoint_every,
+                        workers=args.workers, executor=args.executor,
+                        ray_address=args.ray_address, gpus_per_run=args.gpus_per_run,
+                        batched=args.batched, slurm_partition=args.slurm_partition,
+                        slurm_time_min=args.slurm_time,
+                        slurm_gpus_per_task=args.slurm_gpus_per_task,
+                        slurm_array_parallelism=args.slurm_array_parallelism,
+                        slurm_cpus_per_task=args.slurm_cpus_per_task,
+                        slurm_mem_gb=args.slurm_mem)
+    if not main:  # torchrun: rank 0 summarises and writes the report
         return 0
-    from genlab.execution.results import load
-    from genlab.experiments import Results, get_experiment
-
-    _print_summary(get_experiment(p.experiment).summary(Results(runs, load(out, name, curves=True),
-                                                load(out, name, tasks=True))))
+    results = Results.stored(out, name)  # read as the summary needs it: rows need no pandas
+    _print_summary(get_experiment(p.experiment).summary(results))
     if report:
-        path = write_report(out)
-        print(f"report: {path}")
+        from genlab.report import write_report
+
+        print(f"report: {write_report(out)}")
     if demo:
-        _print_demo_verdict(runs)
+        _print_demo_verdict(results.rows)
     return _failures(p, out)
 
 
 def _failures(p, out: str) -> int:
     """1 (and one line per distinct reason) when any run or task of the plan ended in error."""
-    from genlab.execution.results import load
+    from genlab.execution.store import Store
 
     wanted = {s.hash for s in p.specs} | {t.hash for t in p.tasks}
-    rows = [df[df["hash"].isin(wanted)] for df in (load(out), load(out, tasks=True))
-            if len(df)]
-    failed = [r for df in rows for _, r in df[df["status"] == "error"].iterrows()]
+    store = Store.open(out)
+    failed = [r for r in store.runs() + store.tasks()
+              if r["hash"] in wanted and r["status"] == "error"]
     if not failed:
         return 0
     reasons: dict[str, int] = {}
     for r in failed:
-        reasons[str(r.get("reason") or "unknown")] = reasons.get(
-            str(r.get("reason") or "unknown"), 0) + 1
+        reason = str(r.get("reason") or "unknown")
+        reasons[reason] = reasons.get(reason, 0) + 1
     print(f"genlab: {len(failed)} of {len(wanted)} runs and tasks failed; fix the cause and run "
           "the same command again (finished runs are kept):", file=sys.stderr)
     for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
@@ -584,28 +580,36 @@ def _failures(p, out: str) -> int:
     return 1
 
 
-def _print_summary(df) -> None:
+def _print_summary(table) -> None:
+    """An experiment's summary: a :class:`genlab.experiments.Table` as it lays itself out, a
+    DataFrame through pandas in the same layout."""
+    from genlab.experiments import Table
+    from genlab.experiments.base import number
+
+    if isinstance(table, Table):
+        print(table.to_string())
+        return
     import pandas as pd
 
     with pd.option_context("display.width", 160, "display.max_columns", 20,
-                           "display.float_format", _number):
-        print(df.to_string(index=False))
+                           "display.float_format", number):
+        print(table.to_string(index=False))
 
 
-def _number(v: float) -> str:
-    """Three decimals; two significant digits below 0.01 (weight decay 5e-4 is not 0.000)."""
-    return f"{v:.2g}" if v and abs(v) < 0.01 else f"{v:.3f}"
+def _print_demo_verdict(rows: list[dict]) -> None:
+    from genlab.experiments.base import missing
 
+    def mean(condition: str, key: str) -> float:
+        values = [r[key] for r in rows if r["condition"] == condition and not missing(r.get(key))]
+        return sum(values) / len(values) if values else float("nan")
 
-def _print_demo_verdict(runs) -> None:
-    rl = runs[runs["condition"] == "random-labels"]
-    tl = runs[runs["condition"] == "true"]
-    if rl.empty or tl.empty:
+    rl = [r for r in rows if r["condition"] == "random-labels"]
+    if not rl or not any(r["condition"] == "true" for r in rows):
         return
-    k = int(rl["num_classes"].iloc[0]) if "num_classes" in rl else 10
-    print(f"\nrandom labels: train accuracy {rl['train_acc'].mean():.3f}, test accuracy "
-          f"{rl['test_acc'].mean():.3f} (chance {1 / k:.3f}); true labels: test accuracy "
-          f"{tl['test_acc'].mean():.3f}")
+    k = int(rl[0]["num_classes"]) if not missing(rl[0].get("num_classes")) else 10
+    print(f"\nrandom labels: train accuracy {mean('random-labels', 'train_acc'):.3f}, test "
+          f"accuracy {mean('random-labels', 'test_acc'):.3f} (chance {1 / k:.3f}); true "
+          f"labels: test accuracy {mean('true', 'test_acc'):.3f}")
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

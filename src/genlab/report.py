@@ -11,13 +11,15 @@ import base64
 import html
 import json
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from genlab.execution.files import atomic_write
 from genlab.execution.results import load
 from genlab.execution.store import Store
 from genlab.experiments import Results, Section, get_experiment
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _CSS = """
 .live{background:#fff6d5;border:1px solid #e5c96b;padding:.5em 1em}

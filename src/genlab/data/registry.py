@@ -33,8 +33,10 @@ from genlab.registry import Entry, Registry, caller_module, import_object
 
 class _Stats:
     """A :class:`Dataset`'s ``mean`` or ``std``, computed with the other from ``x_train`` on
-    first read when not given: a full split's statistics (0.1-0.4 s for 60,000 images) are
-    rarely read, since every subset computes its own."""
+    first read when not given (a full split's take 0.1-0.4 s for 60,000 images): a full load's
+    are rarely read, and a subset that a plan only checks never needs its own. Copies made by
+    :meth:`Dataset.replace` read them, so they keep the statistics of the images they came
+    from unless given new ones."""
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.slot = "_" + name
@@ -361,7 +363,8 @@ def _subset_split(x: torch.Tensor, y: torch.Tensor, size: int, rng: np.random.Ge
 
 
 def subset(data: Dataset, *, train_size: int = 0, test_size: int = 0, seed: int = 0) -> Dataset:
-    """Stratified, seeded subset of both splits (0 = whole split); mean/std are recomputed.
+    """Stratified, seeded subset of both splits (0 = whole split); mean/std are its own
+    (computed from its training split when first read).
 
     The train and test splits use independent random streams derived from ``seed``. The result
     never shares tensor storage with ``data``.
@@ -373,6 +376,7 @@ def subset(data: Dataset, *, train_size: int = 0, test_size: int = 0, seed: int 
                                data.name, "train_size")
     x_te, y_te = _subset_split(data.x_test, data.y_test, test_size, test_rng, "test",
                                data.name, "test_size")
-    mean, std = channel_stats(x_tr)
+    # the subset's own statistics, computed when first read (a sweep's plan loads every set
+    # once only to check it)
     return data.replace(x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te,
-                        classes=list(data.classes), mean=mean, std=std)
+                        classes=list(data.classes), mean=None, std=None)

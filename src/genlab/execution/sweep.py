@@ -12,8 +12,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from genlab.data.conditions import check_condition
 from genlab.data.preprocess import output_shape
@@ -26,6 +25,9 @@ from genlab.execution.store import Store
 from genlab.execution.tasks import Task, TaskContext
 from genlab.models.identity import identify
 from genlab.spec import RunSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass
@@ -64,16 +66,17 @@ def check_specs(specs: list[RunSpec], *, data_dir: str | Path | None = None,
             for s in specs]
 
 
-def run_plan(p: Plan, out: str | Path, *, device: str = "auto",
+def execute_plan(p: Plan, out: str | Path, *, device: str = "auto",
              data_dir: str | Path | None = None, download: bool = False, quiet: bool = False,
              checkpoint_every_s: float = 30.0, workers: int = 1, executor: str = "local",
              ray_address: str | None = None, gpus_per_run: float = 1.0,
              batched: str = "off", slurm_partition: str | None = None,
              slurm_time_min: int = 60, slurm_gpus_per_task: int = 0,
              slurm_array_parallelism: int = 16, slurm_cpus_per_task: int = 1,
-             slurm_mem_gb: float | None = None, config: str | None = None) -> pd.DataFrame:
-    """Train every run of ``p`` not yet in the store at ``out``, run its tasks, and return the
-    experiment's runs. The one orchestrator: every executor goes through it.
+             slurm_mem_gb: float | None = None, config: str | None = None) -> bool:
+    """Train every run of ``p`` not yet in the store at ``out`` and run its tasks; True in the
+    process that holds the store (False on torchrun's other ranks). The one orchestrator: every
+    executor goes through it, and :func:`run_plan` returns what it stored.
 
     ``executor``: a name in :data:`genlab.execution.executors.EXECUTORS` (``local``, ``ray``,
     ``slurm``, ``submitit-local``; ``torchrun`` is chosen whenever torchrun started this
@@ -121,11 +124,21 @@ def run_plan(p: Plan, out: str | Path, *, device: str = "auto",
     finally:
         ex.close()
     if not ex.main:
-        return pd.DataFrame()
+        return False
     progress.finished()
     ctx = TaskContext(out=Path(out), device=device, data_dir=data_dir, download=download)
     run_tasks(p.tasks, store, ctx, quiet, progress)
-    return load(out, p.experiment)
+    return True
+
+
+def run_plan(p: Plan, out: str | Path, **options) -> pd.DataFrame:
+    """:func:`execute_plan` (its ``options``), then the experiment's runs in the store as a
+    DataFrame (:func:`genlab.execution.results.load`; empty on torchrun's other ranks)."""
+    if execute_plan(p, out, **options):
+        return load(out, p.experiment)
+    import pandas as pd
+
+    return pd.DataFrame()
 
 
 def _reporter(store: Store, specs: list[RunSpec], progress: SweepProgress) -> Report:

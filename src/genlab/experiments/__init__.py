@@ -15,6 +15,7 @@ from genlab.experiments.base import (
     Options,
     Results,
     Section,
+    Table,
     Task,
     TaskContext,
     get_experiment,
@@ -29,6 +30,6 @@ for _m in pkgutil.iter_modules(__path__):
     if _m.name not in _SHARED:
         register_experiment(importlib.import_module(f"{__name__}.{_m.name}").EXPERIMENT)
 
-__all__ = ["EXPERIMENTS", "Claim", "Experiment", "Figure", "Options", "Plan", "Results",
+__all__ = ["EXPERIMENTS", "Claim", "Experiment", "Figure", "Options", "Plan", "Results", "Table",
            "Section", "Task", "TaskContext", "get_experiment", "list_experiments", "plan",
            "register_experiment"]

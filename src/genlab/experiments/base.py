@@ -2,17 +2,17 @@
 
 An experiment is a named grid of run specs plus how to report it.
 
-Experiments hold no training loop: :func:`genlab.execution.sweep.run_plan` trains any grid with the
-one trainer, and the experiment only turns options into specs and stored results into a report.
+Experiments hold no training loop: :func:`genlab.execution.sweep.execute_plan` trains any grid
+with the one trainer, and the experiment only turns options into specs and stored results into a
+report and a summary.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any
-
-import pandas as pd
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from genlab.data.conditions import canonical_condition
 from genlab.errors import GenlabError
@@ -20,6 +20,9 @@ from genlab.execution.tasks import Task, TaskContext  # noqa: F401  (the task ty
 from genlab.paper import Claim
 from genlab.registry import Registry
 from genlab.spec import Recipe, RunSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass
@@ -107,13 +110,123 @@ def conditions_of(o: Options) -> list[str]:
     return list(seen)
 
 
-@dataclass
 class Results:
-    """What a report reads: the experiment's runs, their curves, and its tasks (DataFrames)."""
+    """What a report or a summary reads: an experiment's runs, their curves and its tasks.
 
-    runs: pd.DataFrame
-    curves: pd.DataFrame
-    tasks: pd.DataFrame
+    ``runs``, ``curves`` and ``tasks`` are DataFrames (:func:`genlab.execution.results.load`),
+    given, or read from the results folder when first used (:meth:`stored`). ``rows`` are the
+    runs as flat dicts (:func:`genlab.execution.results.run_rows`): a summary built from them
+    runs without pandas, which ``genlab run`` then never imports.
+    """
+
+    def __init__(self, runs: pd.DataFrame, curves: pd.DataFrame, tasks: pd.DataFrame) -> None:
+        self._frames: dict[str, Any] = {"runs": runs, "curves": curves, "tasks": tasks}
+        self._source: tuple[Path, str | None] | None = None
+
+    @classmethod
+    def stored(cls, out: str | Path, experiment: str | None = None) -> Results:
+        """The results of ``experiment`` (None: every run) in the results folder ``out``,
+        each part read when first used."""
+        r = cls(None, None, None)
+        r._source = (Path(out), experiment)
+        return r
+
+    @property
+    def runs(self) -> pd.DataFrame:
+        """One row per run (spec fields, results, status)."""
+        return self._frame("runs")
+
+    @property
+    def curves(self) -> pd.DataFrame:
+        """One row per evaluation of every run."""
+        return self._frame("curves")
+
+    @property
+    def tasks(self) -> pd.DataFrame:
+        """One row per task, params and results as columns."""
+        return self._frame("tasks")
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """The runs as flat dicts, the columns of :attr:`runs` as keys."""
+        if self._frames["runs"] is None and self._source is not None:
+            from genlab.execution.results import run_rows
+            from genlab.execution.store import Store
+
+            out, experiment = self._source
+            return run_rows(Store.open(out).runs(experiment))
+        return self.runs.to_dict("records")
+
+    def _frame(self, part: str) -> pd.DataFrame:
+        if self._frames[part] is None and self._source is not None:
+            from genlab.execution.results import load
+
+            out, experiment = self._source
+            self._frames[part] = load(out, experiment, curves=part == "curves",
+                                      tasks=part == "tasks")
+        return self._frames[part]
+
+
+def number(v: float) -> str:
+    """A float for the terminal: three decimals; two significant digits below 0.01 (weight
+    decay 5e-4 is not 0.000)."""
+    return f"{v:.2g}" if v and abs(v) < 0.01 else f"{v:.3f}"
+
+
+def missing(v: Any) -> bool:
+    """Whether a table cell holds no value: None, NaN, or pandas' NA (which compares as NA)."""
+    if v is None:
+        return True
+    try:
+        return bool(v != v)
+    except TypeError:  # pandas.NA: "ambiguous" as a truth value
+        return True
+
+
+#: a :class:`Table` column's kind -> (how a value prints, how a missing one prints, the pandas
+#: dtype of :meth:`Table.frame` (None: inferred), whether pandas pads its header as numeric)
+_KINDS: dict[str, tuple[Callable[[Any], str], str, str | None, bool]] = {
+    "str": (str, "NaN", None, False),
+    "int": (lambda v: str(int(v)), "<NA>", "Int64", True),
+    "float": (lambda v: number(float(v)), "NaN", "float64", True),
+}
+
+
+@dataclass
+class Table:
+    """A small table without pandas: ``columns`` maps each name to its kind (``str``,
+    ``int``, ``float``), ``rows`` are dicts (a key left out, None or NaN: no value).
+
+    :meth:`to_string` lays it out as pandas' ``DataFrame.to_string(index=False)`` does with
+    :func:`number` as float format (the terminal summary's look, a test holds the two equal);
+    :meth:`frame` is the DataFrame, integers as the nullable ``Int64``.
+    """
+
+    columns: dict[str, str]
+    rows: list[dict[str, Any]]
+
+    def to_string(self) -> str:
+        """The table as text, one line per row under a header, right-aligned columns."""
+        if not self.rows:
+            return f"Empty DataFrame\nColumns: [{', '.join(self.columns)}]\nIndex: []"
+        cols = []
+        for name, kind in self.columns.items():
+            show, absent, _, numeric = _KINDS[kind]
+            cells = [absent if missing(r.get(name)) else show(r[name]) for r in self.rows]
+            width = max(len(name) + numeric, *map(len, cells))
+            cols.append([name.rjust(width)] + [c.rjust(width) for c in cells])
+        return "\n".join(" ".join(line) for line in zip(*cols))
+
+    def frame(self) -> pd.DataFrame:
+        """The table as a pandas DataFrame."""
+        import pandas as pd
+
+        data = {}
+        for name, kind in self.columns.items():
+            values = [None if missing(r.get(name)) else r[name] for r in self.rows]
+            dtype = _KINDS[kind][2]
+            data[name] = values if dtype is None else pd.array(values, dtype=dtype)
+        return pd.DataFrame(data)
 
 
 @dataclass
@@ -141,7 +254,8 @@ class Experiment:
     """A registered experiment.
 
     grid(options) -> run specs to train; tasks(options) -> other computations;
-    report(results, outdir) -> Section; summary(results) -> a compact table for the terminal.
+    report(results, outdir) -> Section; summary(results) -> a compact table for the terminal
+    (a :class:`Table`, which needs no pandas, or a DataFrame).
     ``defaults`` fill the options the user left out.
     """
 
@@ -150,7 +264,7 @@ class Experiment:
     defaults: dict[str, Any]
     grid: Callable[[Options], list[RunSpec]]
     report: Callable[[Results, Any], Section]
-    summary: Callable[[Results], pd.DataFrame]
+    summary: Callable[[Results], Table | pd.DataFrame]
     tasks: Callable[[Options], list[Task]] | None = None
 
 

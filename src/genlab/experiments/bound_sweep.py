@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from genlab import paper
 from genlab.errors import GenlabError
@@ -39,6 +38,9 @@ from genlab.experiments.base import (
 )
 from genlab.experiments.plots import new_figure, save_figure
 from genlab.spec import RunSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULTS: dict[str, Any] = {
     "dataset": "fashion-mnist-binary",
@@ -158,6 +160,8 @@ def measure_task(params: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
 
 
 def _task_rows(results: Results) -> pd.DataFrame:
+    import pandas as pd
+
     t = results.tasks
     if t.empty:
         return pd.DataFrame()
@@ -183,6 +187,8 @@ BOUND_PREDICTORS = {
 
 def bound_table(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (run, bound): the bound beside the test error of the predictor it bounds."""
+    import pandas as pd
+
     rows = []
     for _, r in df.iterrows():
         k = int(r.get("num_classes", 2) or 2)
@@ -201,6 +207,8 @@ def bound_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def tau_table(df: pd.DataFrame) -> pd.DataFrame:
+    import pandas as pd
+
     from genlab.capacity.correlation import granulated_kendall, kendall_tau
 
     rows = []
@@ -264,6 +272,8 @@ BOUND_LABELS = {"vc_bound": "VC bound", "dr_bound": "Dziugaite-Roy PAC-Bayes",
 def _x_axis(df: pd.DataFrame) -> tuple[pd.Series, str, list[float], list[str]]:
     """x positions per row: the corruption level when every run has one, else the condition's
     rank (ordered by corruption level, then name). Returns (x, label, ticks, tick labels)."""
+    import pandas as pd
+
     if "corruption" in df and df["corruption"].notna().all():
         levels = sorted(df["corruption"].astype(float).unique())
         return (df["corruption"].astype(float), "label corruption p", levels,
@@ -282,6 +292,8 @@ def normalized_measures(df: pd.DataFrame) -> pd.DataFrame:
     Index: x position (sorted); columns: the measures of :data:`MEASURES` with at least two
     distinct finite values (constant ones, e.g. the parameter count of one model, are left out).
     """
+    import pandas as pd
+
     if df.empty:
         return pd.DataFrame()
     x = _x_axis(df)[0]
@@ -302,6 +314,8 @@ def normalized_measures(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _figures(df: pd.DataFrame, tt: pd.DataFrame, outdir: Path) -> list[Figure]:
+    import pandas as pd
+
     figs = []
     x, xlabel, ticks, ticklabels = _x_axis(df)
     models = list(dict.fromkeys(df["model"]))
@@ -384,6 +398,8 @@ def _cmap(n: int):
 
 
 def summary(results: Results) -> pd.DataFrame:
+    import pandas as pd
+
     df = _task_rows(results)
     if df.empty:
         return pd.DataFrame({"note": ["no bound tasks finished yet"]})
@@ -392,6 +408,8 @@ def summary(results: Results) -> pd.DataFrame:
 
 
 def report(results: Results, outdir: Path) -> Section:
+    import pandas as pd
+
     sec = Section("Capacity measures and generalization bounds")
     df = _task_rows(results)
     if df.empty:
@@ -424,6 +442,8 @@ def report(results: Results, outdir: Path) -> Section:
 
 def _claims(df: pd.DataFrame) -> list[Claim]:
     """Each bound judged on the error of the predictor it bounds (genlab.paper's claims)."""
+    import pandas as pd
+
     claims = []
     true = df[df["condition"] == "true"]
     rand = df[df["condition"].isin(["random-labels", "corrupt:1.0", "corrupt:1"])]

@@ -36,10 +36,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from genlab import paper
 from genlab.errors import GenlabError
@@ -55,6 +54,9 @@ from genlab.experiments.base import (
 from genlab.experiments.common import check_dataset
 from genlab.paper import Claim, Protocol, Published
 from genlab.spec import RunSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 METHODS = ("data-dependent", "data-independent", "compression")
 
@@ -306,6 +308,8 @@ COLUMNS = ["method", "prior", "model", "condition", "dataset", "num_classes", "n
 
 def certificates(results: Results) -> pd.DataFrame:
     """The finished certificates, one row each (the compression rows: the best dimension)."""
+    import pandas as pd
+
     t = results.tasks
     if t.empty or "kind" not in t:
         return pd.DataFrame(columns=COLUMNS)
@@ -362,6 +366,8 @@ def report(results: Results, outdir: Path) -> Section:
 
 
 def _best_compression(table: pd.DataFrame) -> pd.DataFrame:
+    import pandas as pd
+
     comp = table[table["method"] == "compression"]
     rest = table[table["method"] != "compression"]
     if comp.empty:
@@ -373,6 +379,8 @@ def _best_compression(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary(results: Results) -> pd.DataFrame:
+    import pandas as pd
+
     table = certificates(results)
     cols = ["method", "model", "condition", "n_bound", "bound", "test_error", "seconds"]
     return _best_compression(table).reindex(columns=cols) if len(table) else \

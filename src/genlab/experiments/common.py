@@ -6,18 +6,20 @@ Kept apart from the experiments themselves, so that no experiment imports anothe
 from __future__ import annotations
 
 import resource
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from genlab.data.conditions import apply_condition
 from genlab.data.registry import Dataset, list_datasets, load_dataset
 from genlab.errors import GenlabError
-from genlab.experiments.base import Options, Results, TaskContext, conditions_of
+from genlab.experiments.base import Options, Results, Table, TaskContext, conditions_of
 from genlab.models.recipes import check_preset, recipe_for
 from genlab.paper import Published
 from genlab.spec import RunSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def check_dataset(name: Any) -> str:
@@ -59,19 +61,27 @@ def grid(o: Options) -> list[RunSpec]:
     ]
 
 
-def summary(results: Results) -> pd.DataFrame:
-    return run_table(results.runs)
+def summary(results: Results) -> Table:
+    return run_table(results.rows)
 
 
-def run_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """One line per run: what it was and how it ended."""
-    cols = ["model", "condition", "seed", "status", "train_acc", "test_acc", "steps_to_fit",
-            "epochs", "labels_changed", "wall_time_s"]
-    df = runs[[c for c in cols if c in runs]].copy()
-    for c in ("steps_to_fit", "epochs", "labels_changed"):
-        if c in df:
-            df[c] = df[c].astype("Int64")  # integers, with <NA> for runs that did not fit
-    return df.sort_values(["model", "seed", "condition"]).reset_index(drop=True)
+#: the run table's columns and their kinds: integers print without decimals, <NA> for a run
+#: that did not fit
+_RUN_COLUMNS = {"model": "str", "condition": "str", "seed": "int", "status": "str",
+                "train_acc": "float", "test_acc": "float", "steps_to_fit": "int",
+                "epochs": "int", "labels_changed": "int", "wall_time_s": "float"}
+
+
+def run_table(runs: list[dict[str, Any]] | pd.DataFrame) -> Table:
+    """One line per run: what it was and how it ended, by model, seed and condition.
+
+    ``runs``: flat run rows (:attr:`Results.rows`) or the runs frame; a column appears when
+    some run has it."""
+    rows = runs if isinstance(runs, list) else runs.to_dict("records")
+    present = {k for r in rows for k in r}
+    cols = {c: kind for c, kind in _RUN_COLUMNS.items() if c in present}
+    rows = sorted(rows, key=lambda r: (r["model"], r["seed"], r["condition"]))
+    return Table(cols, [{c: r.get(c) for c in cols} for r in rows])
 
 
 def label_count_claims(d: pd.DataFrame, model: str, k: int) -> list:

@@ -13,10 +13,9 @@ early stop (Nakkiran et al. 2019): final test error vs width.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from genlab.errors import GenlabError
 from genlab.experiments.base import (
@@ -34,6 +33,9 @@ from genlab.experiments.plots import new_figure, save_figure
 from genlab.spec import RunSpec
 from genlab.theory import random_features_curve
 from genlab.validation import as_list, flag, number
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 EXTRA = {
     "widths": [4, 8, 16, 24, 32, 64, 128, 512],  # hidden units of the mlp:W runs (>= 1 each)
@@ -122,6 +124,8 @@ def rf_task(params: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
 
 
 def rf_table(tasks_df: pd.DataFrame) -> pd.DataFrame:
+    import pandas as pd
+
     if tasks_df.empty:
         return pd.DataFrame()
     rows = []
@@ -145,6 +149,8 @@ def width_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary(results: Results) -> pd.DataFrame:
+    import pandas as pd
+
     rf = rf_table(results.tasks)
     parts = []
     if len(rf):

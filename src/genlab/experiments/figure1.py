@@ -7,9 +7,9 @@ true labels vs label-corruption level p; (c) test error vs p. One or more models
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from genlab import paper
 from genlab.experiments.base import (
@@ -22,6 +22,9 @@ from genlab.experiments.base import (
 from genlab.experiments.common import grid, label_count_claims, run_table, summary
 from genlab.experiments.plots import new_figure, save_figure
 from genlab.paper import Published, rank_correlation
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULTS = {
     "dataset": "fashion-mnist",
@@ -61,7 +64,7 @@ def report(results: Results, outdir: Path) -> Section:
     sec.figures = [_panel_a(runs, curves, models, outdir), _panel_b(lab, models, outdir),
                    _panel_c(lab, models, outdir)]
     sec.claims = _claims(runs, lab, models)
-    sec.tables.append(("Every run", run_table(runs)))
+    sec.tables.append(("Every run", run_table(runs).frame()))
     notes = sorted(set(runs["dataset"]))
     sec.notes.append(f"Data: {', '.join(notes)}. The paper's Figure 1 is CIFAR10 with small "
                      "Inception, AlexNet and MLP 1x512; other data sets show the same effects at "

@@ -9,8 +9,7 @@ stabilises training; early stopping does not help much on CIFAR10.
 from __future__ import annotations
 
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from genlab.experiments.base import (
     Claim,
@@ -22,6 +21,9 @@ from genlab.experiments.base import (
 from genlab.experiments.plots import new_figure, save_figure
 from genlab.models.recipes import check_preset, recipe_for
 from genlab.spec import RunSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULTS = {"dataset": "cifar10", "models": ["inception-small", "inception-small-nobn"],
             "conditions": ["true"], "seeds": [0], "train_size": 0, "test_size": 0,

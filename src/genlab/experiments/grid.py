@@ -39,7 +39,7 @@ def report(results: Results, outdir: Path) -> Section:
         ax.set_ylabel(name)
         ax.legend(fontsize=7)
     sec.figures.append(save_figure(fig, outdir, "grid_curves", "Accuracy during training."))
-    sec.tables.append(("Every run", run_table(runs)))
+    sec.tables.append(("Every run", run_table(runs).frame()))
     known = runs["num_classes"].dropna() if "num_classes" in runs else runs.iloc[:0, :0]
     k = int(known.iloc[0]) if len(known) else 10
     for model in sorted(runs["model"].unique()):

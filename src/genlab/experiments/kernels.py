@@ -14,10 +14,9 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from genlab import paper
@@ -38,6 +37,9 @@ from genlab.experiments.plots import new_figure, save_figure
 from genlab.theory import kernels as tk
 from genlab.theory import random_feature_models as dd
 from genlab.validation import as_list, flag, number
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 EXTRA = {
     "kernel": "gaussian",  # one name or a list: gaussian, linear, ntk, nngp
@@ -266,6 +268,8 @@ def paper_number(dataset: str, kernel: str, features: str, ridge: float, conditi
 
 def solve_table(tasks_df: pd.DataFrame) -> pd.DataFrame:
     """One row per (task, condition) of the kernel solves."""
+    import pandas as pd
+
     if tasks_df.empty or "kind" not in tasks_df:
         return pd.DataFrame()
     out = []
@@ -298,6 +302,8 @@ def summary(results: Results) -> pd.DataFrame:
 
 
 def report(results: Results, outdir: Path) -> Section:
+    import pandas as pd
+
     sec = Section("Section 5: min-norm kernel interpolation")
     tdf = results.tasks
     table = solve_table(tdf)

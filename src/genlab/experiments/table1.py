@@ -21,14 +21,17 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from genlab import paper
 from genlab.experiments.base import Experiment, Options, Results, Section
 from genlab.models.recipes import check_preset, describe, recipe_for, weight_decay_on
 from genlab.spec import RunSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULTS = {"dataset": "cifar10", "seeds": [0], "train_size": 0, "test_size": 0}
 #: the augmentation a "random crop: yes" row uses
@@ -73,6 +76,8 @@ def grid(o: Options) -> list[RunSpec]:
 
 def table(runs: pd.DataFrame) -> pd.DataFrame:
     """One line per paper row: paper's train/test %, genlab's (mean over seeds), differences."""
+    import pandas as pd
+
     out = []
     comparable = bool(len(runs)) and set(runs["dataset"]) == {"cifar10"}
     for label, model, crop, wd, cond, p_train, p_test in paper.TABLE1:

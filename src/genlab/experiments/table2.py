@@ -25,9 +25,8 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import torch
 
 from genlab import paper
@@ -42,6 +41,9 @@ from genlab.experiments.base import (
     TaskContext,
 )
 from genlab.spec import RunSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: (label, condition, augmentation, dropout, weight decay), in the paper's order.
 ROWS = (
@@ -175,6 +177,8 @@ def topk_task(params: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
 
 def table(results: Results) -> pd.DataFrame:
     """One line per row and model: the paper's numbers (%) beside genlab's (%)."""
+    import pandas as pd
+
     runs, tk = results.runs, results.tasks
     lines = []
     models = sorted(runs["model"].unique()) if len(runs) else ["inception-v3"]
@@ -214,6 +218,8 @@ def table(results: Results) -> pd.DataFrame:
 
 def _pct(v: Any) -> float | None:
     """A fraction as a percentage; None for a run that has none (it failed or is running)."""
+    import pandas as pd
+
     return None if v is None or pd.isna(v) else 100 * float(v)
 
 

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from genlab import paper
@@ -35,6 +34,9 @@ from genlab.experiments.plots import new_figure, save_figure
 from genlab.theory import theorem1 as fit_theorem1
 from genlab.theory import theorem1_deep
 from genlab.validation import number
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULTS = {"dataset": "digits", "conditions": list(paper.FIGURE1A_CONDITIONS),
             "corruptions": list(paper.FIGURE1_CORRUPTIONS), "seeds": [0], "train_size": 0,
@@ -121,6 +123,8 @@ def table(tasks_df: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary(results: Results) -> pd.DataFrame:
+    import pandas as pd
+
     df = table(results.tasks)
     cols = ["condition", "status", "n", "d", "n_weights_scalar", "formula_scalar",
             "max_rel_residual_scalar", "condition_number", "train_acc", "test_acc",

@@ -21,9 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from genlab import paper
 from genlab.capacity.correlation import kendall_tau
@@ -39,6 +37,9 @@ from genlab.experiments.base import (
 )
 from genlab.experiments.plots import new_figure, save_figure
 from genlab.spec import RunSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 EXTRA = {"d": 1000, "width": 2000, "m_min": 512, "m_max": 16384, "margin": 1.0,
          "scale": "cpu"}
@@ -151,6 +152,8 @@ def uc_task(params: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
 
 
 def _rows(results: Results) -> pd.DataFrame:
+    import pandas as pd
+
     t = results.tasks
     if t.empty or "kind" not in t:
         return pd.DataFrame()
@@ -163,6 +166,8 @@ def _rows(results: Results) -> pd.DataFrame:
 
 
 def summary(results: Results) -> pd.DataFrame:
+    import pandas as pd
+
     df = _rows(results)
     return df if not df.empty else pd.DataFrame({"note": ["no tasks finished yet"]})
 

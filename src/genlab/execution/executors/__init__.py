@@ -1,6 +1,6 @@
 """Executors: local processes, Ray tasks, torchrun's data-parallel processes, SLURM jobs.
 
-This ``__init__`` registers them; :func:`genlab.execution.sweep.run_plan` picks one by name
+This ``__init__`` registers them; :func:`genlab.execution.sweep.execute_plan` picks one by name
 (torchrun whenever the process was started by torchrun).
 """
 

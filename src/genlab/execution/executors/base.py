@@ -1,6 +1,6 @@
 """The executor interface and its registry: how a sweep's runs are spread over processes and
-machines. The one orchestrator (:func:`genlab.execution.sweep.run_plan`) creates the store, hands
-the runs to an executor, then runs the tasks; an executor only trains runs.
+machines. The one orchestrator (:func:`genlab.execution.sweep.execute_plan`) creates the store,
+hands the runs to an executor, then runs the tasks; an executor only trains runs.
 
 A new executor (a cluster scheduler, say) is a class with this shape registered under a name in
 :mod:`genlab.execution.executors`' ``__init__`` (or from your own code with ``EXECUTORS.register``).
