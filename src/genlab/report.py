@@ -56,8 +56,8 @@ def write_report(out: str | Path) -> Path:
                      f"{REFRESH_S} s.</p>")
     experiments = store.experiments()
     for name, args in experiments.items():
-        runs = load(out, name)  # runs still training are in it (reports handle them)
-        results = Results(runs, load(out, name, curves=True), load(out, name, tasks=True))
+        results = Results.stored(out, name)
+        runs = results.runs  # runs still training are in it (reports handle them)
         sec = get_experiment(name).report(results, figdir)
         parts.append(_section_html(sec, name, args, runs))
     if not experiments:

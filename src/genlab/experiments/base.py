@@ -122,6 +122,7 @@ class Results:
     def __init__(self, runs: pd.DataFrame, curves: pd.DataFrame, tasks: pd.DataFrame) -> None:
         self._frames: dict[str, Any] = {"runs": runs, "curves": curves, "tasks": tasks}
         self._source: tuple[Path, str | None] | None = None
+        self._rows: list[dict[str, Any]] | None = None
 
     @classmethod
     def stored(cls, out: str | Path, experiment: str | None = None) -> Results:
@@ -148,14 +149,17 @@ class Results:
 
     @property
     def rows(self) -> list[dict[str, Any]]:
-        """The runs as flat dicts, the columns of :attr:`runs` as keys."""
-        if self._frames["runs"] is None and self._source is not None:
-            from genlab.execution.results import run_rows
-            from genlab.execution.store import Store
+        """The runs as flat dicts, the columns of :attr:`runs` as keys (read once)."""
+        if self._rows is None:
+            if self._frames["runs"] is None and self._source is not None:
+                from genlab.execution.results import run_rows
+                from genlab.execution.store import Store
 
-            out, experiment = self._source
-            return run_rows(Store.open(out).runs(experiment))
-        return self.runs.to_dict("records")
+                out, experiment = self._source
+                self._rows = run_rows(Store.open(out).runs(experiment))
+            else:
+                self._rows = self.runs.to_dict("records")
+        return self._rows
 
     def _frame(self, part: str) -> pd.DataFrame:
         if self._frames[part] is None and self._source is not None:
